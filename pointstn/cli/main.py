@@ -1,0 +1,67 @@
+"""The `pointstn` command: one subcommand per module, user errors as one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from types import ModuleType
+from typing import Sequence
+
+from pointstn import __version__
+from pointstn.cli import benchmark, config_cmd, demo, pending
+from pointstn.errors import PointstnError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+# name -> module with `HELP`, `add_arguments(parser)` and `run(args) -> int`
+COMMANDS: dict[str, ModuleType] = {
+    "prepare-data": pending.command("prepare-data", "make a dataset (procedural objects or your meshes)"),
+    "train": pending.command("train", "train a model from a YAML config"),
+    "test": pending.command("test", "evaluate a checkpoint and the baselines"),
+    "predict": pending.command("predict", "reconstruct point clouds from images"),
+    "export": pending.command("export", "convert and render point clouds (PLY/NPZ/PNG/HTML)"),
+    "benchmark": benchmark,
+    "config": config_cmd,
+    "demo": demo,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    parser = argparse.ArgumentParser(
+        prog="pointstn",
+        description="Single-image 3D point-cloud reconstruction (STN + sparse 3D U-Net).",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"pointstn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in COMMANDS.items():
+        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP, parents=[common]))
+    return parser
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `pointstn` and of the scripts in tools/. Returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return int(COMMANDS[args.command].run(args) or 0)
+    except PointstnError as exc:
+        if args.debug:
+            raise
+        print(f"pointstn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"pointstn {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
