@@ -21,14 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pointstn.bench.runner import SUITES, run as run_suites
-
     requested = PLANNED_SUITES if args.suite == "all" else tuple(s.strip() for s in args.suite.split(",") if s.strip())
     unknown = [s for s in requested if s not in PLANNED_SUITES]
     if unknown:
         raise PointstnError(f"unknown benchmark suite '{unknown[0]}'; valid: all, {', '.join(PLANNED_SUITES)}")
     if args.threads < 1:
         raise PointstnError(f"--threads must be >= 1, got {args.threads}")
+    from pointstn.bench.runner import SUITES, run as run_suites
+
     available = [s for s in requested if s in SUITES]
     pending = [s for s in requested if s not in SUITES]
     if pending:
