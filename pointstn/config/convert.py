@@ -29,19 +29,6 @@ def _origin_text(origins: Mapping[str, str], key: str) -> str:
     return f" (set in {where})" if where else ""
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin is Union:
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin in (tuple, Tuple):
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
 def _check_range(value: float, meta: Mapping[str, Any], fail) -> None:
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and value < lo:
@@ -71,10 +58,16 @@ def _convert_value(tp: Any, value: Any, meta: Mapping[str, Any], key: str, origi
             fail(f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
         return value
     if origin in (tuple, Tuple):
-        item_tp = typing.get_args(tp)[0]
+        args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
             fail(f"expected a list, got {type(value).__name__} {value!r}")
-        return tuple(_convert_value(item_tp, v, meta, f"{key}[{i}]", origins) for i, v in enumerate(value))
+        if args[-1] is Ellipsis:
+            item_types = (args[0],) * len(value)
+        elif len(value) != len(args):
+            fail(f"expected a list of {len(args)} items, got {len(value)}: {list(value)!r}")
+        else:
+            item_types = args
+        return tuple(_convert_value(t, v, meta, f"{key}[{i}]", origins) for i, (t, v) in enumerate(zip(item_types, value, strict=True)))
     if tp is bool:
         if not isinstance(value, bool):
             fail(f"expected true or false, got {value!r}")
