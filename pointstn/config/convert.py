@@ -118,7 +118,9 @@ def from_dict(schema: type, data: Mapping[str, Any], *, origins: Mapping[str, st
         raise
     except (TypeError, ValueError) as exc:
         where = prefix.rstrip(".") or "<top>"
-        raise ConfigError(f"config section '{where}': {exc}") from None
+        source = next((origin for key, origin in origins.items() if key.startswith(prefix)), None)
+        set_in = f" (set in {source})" if source else ""
+        raise ConfigError(f"config section '{where}'{set_in}: {exc}") from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:

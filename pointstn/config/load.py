@@ -171,9 +171,21 @@ def load_config(path: str | Path, schema: type[T], overrides: Sequence[str] = ()
     return from_dict(schema, data, origins=origins)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Block style for mappings, one-line flow style for lists of scalars (`[32, 64, 128]`)."""
+
+
+def _represent_list(dumper: _Dumper, data: list) -> yaml.Node:
+    flow = all(not isinstance(item, (dict, list)) for item in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
 def dump_config(config: Any) -> str:
     """The fully resolved config as YAML; `load_config` of this text gives an equal config."""
-    return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return yaml.dump(to_dict(config), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
 def config_from_yaml_text(text: str, schema: type[T], source: str = "<text>") -> T:

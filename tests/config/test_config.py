@@ -12,6 +12,7 @@ from pointstn.config.schema import DataConfig
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENT_CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+DATASET_CONFIGS = sorted((REPO / "configs" / "data").glob("*.yaml"))
 
 
 def write(path: Path, text: str) -> Path:
@@ -31,6 +32,26 @@ def test_every_config_loads_and_round_trips(path, tmp_path):
     dumped = write(tmp_path / "resolved.yaml", dump_config(config))
     assert load_config(dumped, ExperimentConfig) == config
     assert config_from_yaml_text(dump_config(config), ExperimentConfig) == config
+
+
+@pytest.mark.parametrize("path", DATASET_CONFIGS, ids=lambda p: p.name)
+def test_every_dataset_config_loads_and_round_trips(path, tmp_path):
+    from pointstn.data.config import DatasetConfig
+
+    config = load_config(path, DatasetConfig)
+    dumped = write(tmp_path / "resolved.yaml", dump_config(config))
+    assert load_config(dumped, DatasetConfig) == config
+
+
+def test_nested_library_dataclasses_are_validated_with_the_file_named(tmp_path):
+    from pointstn.data.config import DatasetConfig
+
+    path = write(tmp_path / "data.yaml", "rig: {fov_y_deg: 5.0}\n")
+    with pytest.raises(ConfigError, match=r"config section 'rig' \(set in .*data.yaml\): Rig: a sphere"):
+        load_config(path, DatasetConfig)
+    path = write(tmp_path / "pair.yaml", "rig: {distance_range_m: [1.0, 2.0, 3.0]}\n")
+    with pytest.raises(ConfigError, match="expected a list of 2 items"):
+        load_config(path, DatasetConfig)
 
 
 def test_base_is_resolved_relative_to_the_file_not_the_cwd(tmp_path, monkeypatch):
