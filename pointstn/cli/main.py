@@ -9,7 +9,7 @@ from types import ModuleType
 from typing import Sequence
 
 from pointstn import __version__
-from pointstn.cli import benchmark, config_cmd, demo, pending
+from pointstn.cli import benchmark, config_cmd, demo, pending, prepare_data, verify
 from pointstn.errors import PointstnError
 
 EXIT_USER_ERROR = 2
@@ -17,7 +17,8 @@ EXIT_INTERRUPTED = 130
 
 # name -> module with `HELP`, `add_arguments(parser)` and `run(args) -> int`
 COMMANDS: dict[str, ModuleType] = {
-    "prepare-data": pending.command("prepare-data", "make a dataset (procedural objects or your meshes)"),
+    "prepare-data": prepare_data,
+    "verify": verify,
     "train": pending.command("train", "train a model from a YAML config"),
     "test": pending.command("test", "evaluate a checkpoint and the baselines"),
     "predict": pending.command("predict", "reconstruct point clouds from images"),
