@@ -13,34 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pointstn.config import from_dict
-from pointstn.data.config import DatasetConfig
 from pointstn.data.format import MANIFEST_NAME, read_manifest, read_object, verify_dataset
 from pointstn.data.generate import assign_splits, generate_dataset, plan_tasks
 from pointstn.data.render.rig import project
 from pointstn.errors import PointstnError
-
-SMALL = {
-    "name": "tiny",
-    "seed": 3,
-    "families": ["box", "mug", "ball"],
-    "objects_per_family": 3,
-    "views_per_object": 3,
-    "num_surface_points": 2048,
-    "rig": {"image_size": 64},
-}
-
-
-def small_config(**changes) -> DatasetConfig:
-    return from_dict(DatasetConfig, {**SMALL, **changes})
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "tiny"
-    summary = generate_dataset(small_config(), root, workers=1, progress=False)
-    assert summary.failures == () and summary.objects == 9 and summary.views == 27
-    return root
+from tests.data.fixtures import SMALL, small_config
 
 
 def hashes(root: Path) -> dict[str, str]:
