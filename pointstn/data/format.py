@@ -97,8 +97,16 @@ def encode_object(arrays: Mapping[str, np.ndarray], record: ObjectRecord) -> byt
     if missing:
         raise ValueError(f"object {record.object_id}: missing arrays {missing}")
     meta = {k: v for k, v in record.to_json().items() if k not in ("sha256", "bytes")}
+    members = {"meta": np.array(json.dumps(meta, sort_keys=True)), **arrays}
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+    # an NPZ is a zip of .npy files; fast deflate (level 1) and a fixed timestamp keep it quick and
+    # byte-reproducible
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in members.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
     return buffer.getvalue()
 
 
