@@ -6,6 +6,7 @@ the bounding-box centre), so the rest of dataset generation does not care which 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -13,6 +14,8 @@ import numpy as np
 
 from pointstn.data.config import DatasetConfig
 from pointstn.errors import PointstnError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,11 +58,13 @@ def plan_sources(config: DatasetConfig) -> tuple[dict[str, list[tuple[str, Any]]
         groups = {f: [(f"{f}_{i:04d}", f) for i in range(config.objects_per_family)] for f in families}
         return groups, []
 
-    from pointstn.data.ingest import discover_meshes
+    from pointstn.data.ingest import discover
 
+    found = discover(config.meshes.spec)
+    for path, reason in found.skipped:
+        log.info("skipped %s: %s", path, reason)
     family = config.meshes.family or "user"
-    sources = discover_meshes(config.meshes.spec)
-    return {family: [(source.name, source) for source in sources]}, []
+    return {family: [(source.name, source) for source in found.sources]}, list(found.refused)
 
 
 def load_geometry(task, config: DatasetConfig) -> ObjectGeometry:
@@ -83,7 +88,7 @@ def load_geometry(task, config: DatasetConfig) -> ObjectGeometry:
 
     from pointstn.data.ingest import load_object
 
-    obj = load_object(task.source, units=config.meshes.units, up=config.meshes.up)
+    obj = load_object(task.source, units=config.meshes.units, up=config.meshes.up, family=task.family)
     return ObjectGeometry(
         vertices=np.asarray(obj.vertices, dtype=np.float64),
         faces=np.asarray(obj.faces, dtype=np.int64),
