@@ -138,3 +138,27 @@ def test_cli_reports_bad_config_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("pointstn prepare-data: error: unknown shape family 'spaceship'")
     assert not (tmp_path / "x" / MANIFEST_NAME).exists()
+
+
+def test_meshes_become_a_dataset_and_a_bad_mesh_is_reported_not_fatal(tmp_path, capsys):
+    import trimesh
+
+    from pointstn.cli.main import main
+
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.box(extents=(100.0, 60.0, 40.0)).export(meshes / "carton.stl")  # millimetres
+    trimesh.creation.icosphere(radius=30.0).export(meshes / "ball.obj")
+    (meshes / "broken.off").write_text("OFF\n1000000000 5 0\n0 0 0\n")
+    out = tmp_path / "mine"
+    code = main(["prepare-data", "--meshes", str(meshes), "--units", "mm", "--out", str(out), "--views", "2",
+                 "--workers", "1", "--no-progress", "rig.image_size=64"])
+    printed = capsys.readouterr().out
+    assert code == 1  # the dataset is written, and the exit code still says something failed
+    assert "failed: broken:" in printed and "header declares 1000000000 vertices" in printed
+    manifest = read_manifest(out)
+    assert sorted(manifest["objects"]) == ["ball", "carton"]
+    carton = manifest["objects"]["carton"]
+    assert carton["volume_target"] == pytest.approx(0.1 * 0.06 * 0.04, rel=1e-9)
+    assert sorted(carton["extents"], reverse=True) == pytest.approx([0.1, 0.06, 0.04])
+    assert manifest["failures"][0]["object"] == "broken" and verify_dataset(out) == []
