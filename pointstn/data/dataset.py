@@ -128,7 +128,7 @@ class PreparedDataset(torch.utils.data.Dataset):
         translation = torch.from_numpy(arrays["translations"][view]).float()
         intrinsics = torch.from_numpy(arrays["intrinsics"]).float()
         if self.image_size != image.shape[-1]:
-            image, mask, intrinsics = _resize(image, mask, intrinsics, self.image_size)
+            image, mask, intrinsics = resize_view(image, mask, intrinsics, self.image_size)
         if self.augmentation is not None:
             image, mask, rotation, translation = self.augmentation(image, mask, rotation, translation, intrinsics, rng)
         volume = record["volume_target"]
@@ -150,7 +150,7 @@ class PreparedDataset(torch.utils.data.Dataset):
         )
 
 
-def _resize(image: torch.Tensor, mask: torch.Tensor, intrinsics: torch.Tensor, size: int):
+def resize_view(image: torch.Tensor, mask: torch.Tensor, intrinsics: torch.Tensor, size: int):
     """Resize (3, S, S) / (S, S) to `size` and scale K so projections stay exact (pixel centres at integers)."""
     old = image.shape[-1]
     image = torch.nn.functional.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False,

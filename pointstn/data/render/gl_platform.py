@@ -14,6 +14,7 @@ platform at that point is impossible in the same process, because OpenGL is alre
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import sys
 from types import ModuleType
@@ -87,6 +88,8 @@ def select_platform(requested: str = "auto") -> str:
 
 def import_pyrender() -> ModuleType:
     """Import pyrender (call ``select_platform`` first), or say what to install."""
+    # PyOpenGL logs "No OpenGL_accelerate module loaded" at INFO on import; it is not a problem
+    logging.getLogger("OpenGL.acceleratesupport").setLevel(logging.WARNING)
     try:
         import pyrender
     except ImportError as error:
