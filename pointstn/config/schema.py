@@ -36,6 +36,7 @@ class BackboneConfig:
 
     width: int = param(32, min=4, max=512, help="channels of the first stage; doubles per stage")
     blocks: Tuple[int, ...] = param((1, 1, 1, 1), min=1, max=16, help="residual blocks per stage")
+    norm: Literal["group", "batch"] = "group"
     frozen: bool = False
 
 
@@ -45,6 +46,18 @@ class STNConfig:
 
     enabled: bool = param(True, help="false = the ablation with T fixed to the nominal pose")
     hidden: int = param(256, min=8, max=4096)
+    nominal_elevation_deg: float = param(20.0, min=-90.0, max=90.0, help="elevation of the nominal pose")
+    nominal_scale: float = param(0.15, min=1e-3, max=10.0, help="longest edge (m) of the nominal pose")
+    max_log_scale: float = param(3.0, min=0.1, max=10.0, help="bound of the predicted log-scale correction")
+    max_translation: float = param(0.5, min=0.01, max=10.0, help="bound (m) of the translation correction")
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    """The camera the model assumes (must match the training data's rig; checked at training time)."""
+
+    fov_y_deg: float = param(30.0, min=1.0, max=170.0)
+    distance_m: float = param(1.0, min=0.05, max=100.0, help="camera to object-origin distance")
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,10 @@ class DecoderConfig:
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     stn: STNConfig = field(default_factory=STNConfig)
+    rig: RigConfig = field(default_factory=RigConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    sampler_channels: int = param(64, min=8, max=2048, help="image-feature channels per sampled point")
+    coarse_hidden: int = param(512, min=16, max=8192, help="hidden width of the coarse (global) branch")
     num_coarse_points: int = param(1024, min=16, max=65536, help="points of the coarse (global branch) cloud")
     num_output_points: int = param(4096, min=16, max=262144, help="points of the final cloud (resampled)")
 

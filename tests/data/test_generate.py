@@ -17,7 +17,7 @@ from pointstn.data.format import MANIFEST_NAME, read_manifest, read_object, veri
 from pointstn.data.generate import assign_splits, generate_dataset, plan_tasks
 from pointstn.data.render.rig import project
 from pointstn.errors import PointstnError
-from tests.data.fixtures import SMALL, small_config
+from tests.fixtures import SMALL, small_config
 
 
 def hashes(root: Path) -> dict[str, str]:

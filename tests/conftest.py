@@ -1,4 +1,4 @@
-"""A tiny procedural dataset shared by the data tests (generated once per test session)."""
+"""A tiny procedural dataset shared by the tests (generated once per test session)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.fixtures import small_config
+from tests.fixtures import small_config
 
 
 @pytest.fixture(scope="session")

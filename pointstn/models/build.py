@@ -1,0 +1,72 @@
+"""The one place that reads the model config: ExperimentConfig -> Reconstructor with typed arguments."""
+
+from __future__ import annotations
+
+import math
+
+from pointstn.config.schema import ExperimentConfig
+from pointstn.models.backbone import ResNetBackbone
+from pointstn.models.heads import CoarseHead
+from pointstn.models.localization import LocalizationNet, nominal_pose_from_rig
+from pointstn.models.reconstructor import Reconstructor
+from pointstn.models.sampler3d import FeatureSampler3D
+
+
+def _decoder_class(kind: str):
+    """Decoders by name (imported on use: the sparse one needs spconv)."""
+    if kind == "sparse":
+        from pointstn.models.sparse_unet import SparseUNetDecoder
+
+        return SparseUNetDecoder
+    if kind == "dense":
+        from pointstn.models.dense_unet import DenseUNetDecoder
+
+        return DenseUNetDecoder
+    raise ValueError(f"unknown decoder kind {kind!r}; valid: sparse, dense, none")
+
+
+def normalized_focal(fov_y_deg: float) -> float:
+    """Focal length in normalized image units ([-1, 1] across the image): 1 / tan(fov / 2)."""
+    return 1.0 / math.tan(math.radians(fov_y_deg) / 2)
+
+
+def build_model(config: ExperimentConfig) -> Reconstructor:
+    """Build the reconstructor an experiment config describes (weights freshly initialised)."""
+    from pointstn.data.render.rig import Rig
+
+    model = config.model
+    backbone = ResNetBackbone(
+        width=model.backbone.width, blocks=model.backbone.blocks, frozen=model.backbone.frozen, norm=model.backbone.norm
+    )
+    pooled = backbone.out_channels[-1]
+    rig = Rig(image_size=config.data.image_size, fov_y_deg=model.rig.fov_y_deg,
+              distance_range_m=(model.rig.distance_m, model.rig.distance_m))
+    nominal = nominal_pose_from_rig(rig, elevation_deg=model.stn.nominal_elevation_deg, scale=model.stn.nominal_scale)
+    localization = LocalizationNet(
+        in_channels=pooled,
+        hidden=model.stn.hidden,
+        nominal_rotation=nominal.rotation,
+        nominal_scale=nominal.scale,
+        nominal_translation=nominal.translation,
+        enabled=model.stn.enabled,
+        max_log_scale=model.stn.max_log_scale,
+        max_translation=model.stn.max_translation,
+    )
+    coarse_head = CoarseHead(in_channels=pooled, num_points=model.num_coarse_points, hidden=model.coarse_hidden)
+    sampler = decoder = None
+    if model.decoder.kind != "none":
+        sampler = FeatureSampler3D(
+            in_channels=backbone.out_channels, out_channels=model.sampler_channels,
+            focal=normalized_focal(model.rig.fov_y_deg),
+        )
+        decoder = _decoder_class(model.decoder.kind)(
+            in_channels=sampler.out_channels,
+            channels=model.decoder.channels,
+            resolution=model.decoder.resolution,
+            points_per_voxel=model.decoder.points_per_voxel,
+            prune_threshold=model.decoder.prune_threshold,
+        )
+    return Reconstructor(
+        backbone=backbone, localization=localization, coarse_head=coarse_head, sampler=sampler, decoder=decoder,
+        image_size=config.data.image_size,
+    )

@@ -1,0 +1,95 @@
+"""Training losses: Chamfer (PyTorch3D semantics) on the coarse and fine clouds in the canonical and
+camera frames, per-level occupancy BCE, and an optional geodesic rotation loss.
+
+Units. Canonical-frame terms compare normalized clouds (the object's longest edge is 1). Camera-frame
+terms are computed in metres and divided by the squared ground-truth longest edge, so both frames
+weigh alike whatever the object's size; a translation error of one object size costs about 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pointstn.models.reconstructor import ReconstructionOutput
+from pointstn.ops.chamfer import chamfer_distance
+from pointstn.ops.rotation import geodesic_angle
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    chamfer_coarse: float = 1.0
+    chamfer_fine: float = 1.0
+    canonical_frame: float = 1.0
+    camera_frame: float = 1.0
+    occupancy: float = 1.0
+    rotation: float = 0.0
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Ground truth for a batch. points: (B, N, 3) canonical, metres, centred at the bbox centre;
+    points_camera: (B, N, 3) metres; rotation: (B, 3, 3); size: (B,) longest bbox edge in metres."""
+
+    points: Tensor
+    points_camera: Tensor
+    rotation: Tensor
+    size: Tensor
+
+    @property
+    def points_normalized(self) -> Tensor:
+        return self.points / self.size[:, None, None]
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """The weighted total and every unweighted term (for logging), each a scalar tensor."""
+
+    total: Tensor
+    terms: dict[str, Tensor]
+
+    def scalars(self) -> dict[str, float]:
+        """Every term as a plain float (detached), for logging."""
+        return {"total": float(self.total.detach()), **{k: float(v.detach()) for k, v in self.terms.items()}}
+
+
+def _chamfer(pred: Tensor, gt: Tensor, pred_lengths: Tensor | None) -> Tensor:
+    return chamfer_distance(pred, gt, x_lengths=pred_lengths)[0]
+
+
+def reconstruction_loss(output: ReconstructionOutput, targets: Targets, weights: LossWeights) -> LossTerms:
+    """All loss terms of one batch (terms with weight 0 are still computed for logging, unless costly)."""
+    size_sq = targets.size.square()
+    gt_canonical = targets.points_normalized
+    terms: dict[str, Tensor] = {}
+    clouds = {"coarse": (output.coarse, output.coarse_camera, None)}
+    if output.levels:  # a decoder ran: its fine cloud gets its own terms
+        clouds["fine"] = (output.points, output.points_camera, output.lengths)
+    for level, (canonical, camera, lengths) in clouds.items():
+        terms[f"chamfer_{level}_canonical"] = _chamfer(canonical, gt_canonical, lengths)
+        per_sample = chamfer_distance(camera, targets.points_camera, x_lengths=lengths, batch_reduction=None)[0]
+        terms[f"chamfer_{level}_camera"] = (per_sample / size_sq).mean()
+    total = torch.zeros((), dtype=gt_canonical.dtype, device=gt_canonical.device)
+    for name, value in terms.items():
+        level_weight = weights.chamfer_coarse if "_coarse_" in name else weights.chamfer_fine
+        frame_weight = weights.canonical_frame if name.endswith("canonical") else weights.camera_frame
+        total = total + level_weight * frame_weight * value
+    if output.levels:
+        bce = [
+            F.binary_cross_entropy_with_logits(level.logits, level.targets)
+            for level in output.levels
+            if level.targets is not None and level.logits.numel()
+        ]
+        if bce:
+            terms["occupancy"] = torch.stack(bce).mean()
+            total = total + weights.occupancy * terms["occupancy"]
+    terms["rotation_deg"] = torch.rad2deg(geodesic_angle(output.transform.rotation, targets.rotation)).mean()
+    if weights.rotation > 0:
+        total = total + weights.rotation * torch.deg2rad(terms["rotation_deg"])
+    if not torch.isfinite(total):
+        bad = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        raise FloatingPointError(f"non-finite loss: {bad}")
+    return LossTerms(total=total, terms=terms)

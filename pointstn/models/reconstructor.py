@@ -1,0 +1,88 @@
+"""The reconstructor: composes the stages of DESIGN.md section 1 and returns one small output type.
+
+images (B,3,S,S) -> backbone -> localization (T = R, s, t) and coarse head (canonical cloud)
+-> 3D sampler (image features at the coarse points, through T) -> decoder (sparse | dense | none)
+-> fine canonical cloud -> T -> camera-frame cloud. Built by `pointstn.models.build.build_model`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from pointstn.models.decoder_types import DecoderOutput, LevelOutput
+from pointstn.models.types import SimilarityTransform
+
+
+@dataclass(frozen=True)
+class ReconstructionOutput:
+    """What the model predicts for a batch (B samples).
+
+    points: (B, P, 3) the output cloud in the normalized canonical frame (longest edge 1), padded;
+        lengths: (B,) valid points per sample. Without a decoder this is the coarse cloud.
+    points_camera: (B, P, 3) the same points in the camera frame, metres (transform.apply(points)).
+    transform: canonical -> camera similarity (R, s, t).
+    coarse, coarse_camera: (B, Nc, 3) the global branch's cloud in both frames.
+    levels: the decoder's per-level occupancy logits (and targets when ground truth was given).
+    """
+
+    points: Tensor
+    lengths: Tensor
+    points_camera: Tensor
+    transform: SimilarityTransform
+    coarse: Tensor
+    coarse_camera: Tensor
+    levels: tuple[LevelOutput, ...]
+
+
+class Reconstructor(nn.Module):
+    """Single-image point-cloud reconstruction; stages are given ready-built (see build.py)."""
+
+    def __init__(self, *, backbone: nn.Module, localization: nn.Module, coarse_head: nn.Module,
+                 sampler: nn.Module | None, decoder: nn.Module | None, image_size: int):
+        super().__init__()
+        if (sampler is None) != (decoder is None):
+            raise ValueError("sampler and decoder come together (decoder 'none' has neither)")
+        self.backbone, self.localization, self.coarse_head = backbone, localization, coarse_head
+        self.sampler, self.decoder = sampler, decoder
+        self.image_size = image_size
+
+    def check_images(self, images: Tensor) -> None:
+        """Clear errors for inputs the model cannot use (the rig fixes the input size)."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W) RGB, got shape {tuple(images.shape)}")
+        if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"images must be {self.image_size}x{self.image_size} (the training rig), got "
+                f"{images.shape[-2]}x{images.shape[-1]}; resize or crop with the predict API"
+            )
+        if not images.is_floating_point() or not torch.isfinite(images).all():
+            raise ValueError("images must be finite floating-point values in [0, 1]")
+
+    def forward(self, images: Tensor, gt_points: Tensor | None = None, gt_lengths: Tensor | None = None
+                ) -> ReconstructionOutput:
+        """images: (B, 3, S, S) in [0, 1]. gt_points: optional (B, N, 3) normalized canonical ground
+        truth, used only to label the decoder's occupancy at every level (training)."""
+        self.check_images(images)
+        features = self.backbone(images)
+        transform: SimilarityTransform = self.localization(features.pooled)
+        coarse = self.coarse_head(features.pooled)
+        batch = images.shape[0]
+        if self.decoder is None:
+            points, lengths, levels = coarse, torch.full((batch,), coarse.shape[1], device=coarse.device), ()
+        else:
+            point_features = self.sampler(coarse, transform, features.maps)
+            targets = None if gt_points is None else self.decoder.occupancy_targets(gt_points, gt_lengths)
+            decoded: DecoderOutput = self.decoder(coarse, point_features.features, targets=targets)
+            points, lengths, levels = decoded.points, decoded.lengths, decoded.levels
+        return ReconstructionOutput(
+            points=points,
+            lengths=lengths,
+            points_camera=transform.apply(points),
+            transform=transform,
+            coarse=coarse,
+            coarse_camera=transform.apply(coarse),
+            levels=tuple(levels),
+        )
