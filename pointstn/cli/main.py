@@ -9,7 +9,7 @@ from types import ModuleType
 from typing import Sequence
 
 from pointstn import __version__
-from pointstn.cli import benchmark, config_cmd, demo, pending, prepare_data, verify
+from pointstn.cli import benchmark, config_cmd, demo, pending, prepare_data, test_cmd, train, verify
 from pointstn.errors import PointstnError
 
 EXIT_USER_ERROR = 2
@@ -19,8 +19,8 @@ EXIT_INTERRUPTED = 130
 COMMANDS: dict[str, ModuleType] = {
     "prepare-data": prepare_data,
     "verify": verify,
-    "train": pending.command("train", "train a model from a YAML config"),
-    "test": pending.command("test", "evaluate a checkpoint and the baselines"),
+    "train": train,
+    "test": test_cmd,
     "predict": pending.command("predict", "reconstruct point clouds from images"),
     "export": pending.command("export", "convert and render point clouds (PLY/NPZ/PNG/HTML)"),
     "benchmark": benchmark,

@@ -50,7 +50,7 @@ class Sample(NamedTuple):
 
 
 class PreparedDataset(torch.utils.data.Dataset):
-    """The views of one split of a dataset made by `pointstn prepare-data`.
+    """The views of one split (None = every object) of a dataset made by `pointstn prepare-data`.
 
     num_points: ground-truth points per sample (None = all stored; a random subset when
         `deterministic` is False, the first `num_points` of the stored area-uniform samples otherwise).
@@ -63,7 +63,7 @@ class PreparedDataset(torch.utils.data.Dataset):
         self,
         root: str | Path,
         *,
-        split: str,
+        split: str | None,
         num_points: int | None = None,
         image_size: int | None = None,
         augmentation: Augmentation | None = None,
@@ -75,9 +75,9 @@ class PreparedDataset(torch.utils.data.Dataset):
         manifest = read_manifest(self.root)
         if not manifest["complete"]:
             raise PointstnError(f"dataset {self.root} is unfinished; run prepare-data --resume first")
-        if split not in manifest["splits"]:
+        if split is not None and split not in manifest["splits"]:
             raise PointstnError(f"dataset {self.root} has no split '{split}'; splits: {', '.join(manifest['splits'])}")
-        self.object_ids: list[str] = list(manifest["splits"][split])
+        self.object_ids: list[str] = list(manifest["objects"] if split is None else manifest["splits"][split])
         if not self.object_ids:
             raise PointstnError(f"split '{split}' of dataset {self.root} is empty")
         self.records = [manifest["objects"][o] for o in self.object_ids]

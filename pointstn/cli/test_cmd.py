@@ -1,0 +1,63 @@
+"""`pointstn test CONFIG --ckpt CKPT`: every metric, per family and viewpoint bin, with the baselines."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pointstn.errors import PointstnError
+
+HELP = "evaluate a checkpoint and the baselines on a split (JSON, Markdown table, figure)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="experiment YAML: data and eval settings (the model comes from --ckpt)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.resample=random")
+    parser.add_argument("--ckpt", required=True, help="model checkpoint (e.g. runs/demo/best.pt)")
+    parser.add_argument("--data", help="prepared dataset to evaluate on (default: data.root of the config)")
+    parser.add_argument("--split", help="split to evaluate (default: data.test_split; all objects if the "
+                                         "dataset has no such split)")
+    parser.add_argument("--baselines", default="retrieval,oracle_nn",
+                        help="comma-separated subset of retrieval,oracle_nn,psgn ('' for none)")
+    parser.add_argument("--psgn-ckpt", help="checkpoint of the psgn baseline (decoder none), needed for psgn")
+    parser.add_argument("--out", default=None, help="metrics JSON (default <run folder of CKPT>/metrics.json)")
+    parser.add_argument("--no-volumes", action="store_true", help="skip vol_rel_err (the slowest metric)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pointstn.config import ExperimentConfig, load_config
+    from pointstn.data.dataset import PreparedDataset
+    from pointstn.data.format import read_manifest
+    from pointstn.engine.checkpoint import model_from_checkpoint
+    from pointstn.engine.test_run import BASELINES, build_methods, run_test
+
+    config = load_config(args.config, ExperimentConfig, args.overrides)
+    baselines = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise PointstnError(f"unknown baseline '{unknown[0]}'; valid: {', '.join(BASELINES)}")
+    if "psgn" in baselines and not args.psgn_ckpt:
+        raise PointstnError("the psgn baseline needs --psgn-ckpt (a model trained with model.decoder.kind=none)")
+    model, checkpoint = model_from_checkpoint(args.ckpt)
+    if checkpoint.config.model != config.model:
+        print(f"note: the model is rebuilt from {args.ckpt}'s own config; the model section of {args.config} differs")
+    psgn = model_from_checkpoint(args.psgn_ckpt)[0] if "psgn" in baselines else None
+    data_root = Path(args.data or config.data.root)
+    split = args.split or config.data.test_split
+    splits = read_manifest(data_root)["splits"]
+    if not splits.get(split):
+        if args.split:
+            raise PointstnError(f"dataset {data_root} has no objects in split '{split}'")
+        print(f"note: {data_root} has no '{split}' split; evaluating all of its objects")
+        split = None
+    dataset = PreparedDataset(data_root, split=split, image_size=checkpoint.config.data.image_size,
+                              num_points=min(config.eval.num_gt_points, read_manifest(data_root)["config"]["num_surface_points"]))
+    methods = build_methods(checkpoint.config, model, baselines=baselines, psgn_model=psgn,
+                            train_root=Path(checkpoint.config.data.root))
+    out = Path(args.out) if args.out else Path(args.ckpt).parent / "metrics.json"
+    report = run_test(config, methods, dataset, out_json=out, volumes=not args.no_volumes)
+    for name, frames in report["methods"].items():
+        shape = frames.get("shape", {})
+        print(f"{name:10s} shape frame: f@1% {shape.get('f@1%', float('nan')):.4f}  cd_l2 {shape.get('cd_l2', float('nan')):.3f}")
+    print(f"metrics: {out} (+ {out.with_suffix('.md').name}, {out.with_suffix('.png').name})")
+    return 0

@@ -1,0 +1,48 @@
+"""`pointstn train CONFIG [key=value ...]`: train from a YAML config (also under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pointstn.errors import PointstnError
+
+HELP = "train a model from a YAML config (multi-process: torchrun --nproc_per_node N tools/train.py ...)"
+LAST = "last.pt"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="experiment YAML (e.g. configs/demo.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=5e-4")
+    parser.add_argument("--out", help="run folder (default: output_dir of the config, else runs/<name>)")
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
+                        help=f"continue from CKPT (default: <run folder>/{LAST})")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                        help="save and stop cleanly after this many minutes")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_dir_of(config, out: str | None) -> Path:
+    return Path(out or config.output_dir or Path("runs") / config.name)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pointstn.config import ExperimentConfig, load_config
+    from pointstn.engine.trainer import train
+
+    config = load_config(args.config, ExperimentConfig, args.overrides)
+    run_dir = run_dir_of(config, args.out)
+    resume = None
+    if args.resume is not None:
+        resume = Path(args.resume) if args.resume else run_dir / LAST
+        if not resume.is_file():
+            raise PointstnError(f"nothing to resume: {resume} does not exist")
+    elif (run_dir / LAST).exists():
+        raise PointstnError(f"run folder {run_dir} already holds a run; continue it with --resume or pick another --out")
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise PointstnError(f"--time-limit must be a positive number of minutes, got {args.time_limit}")
+    result = train(config, run_dir=run_dir, resume=resume, time_limit_minutes=args.time_limit,
+                   progress=not args.no_progress)
+    best = "n/a" if result.best_value is None else f"{result.best_value:.4f}"
+    print(f"{result.stopped} at step {result.step}; best {config.train.best_metric} = {best}; run folder {run_dir}")
+    return 0

@@ -1,0 +1,267 @@
+"""The training loop: deterministic data order, AdamW with warm-up and cosine decay, validation with
+`best.pt`, atomic `last.pt`, exact resume, clean stops (SIGTERM/SIGINT/time limit), DDP via torchrun.
+
+Data order. Epoch e visits a permutation drawn from (seed, e); global batch k of the epoch is
+positions [k*B, (k+1)*B) of it and rank r of W takes the r-th 1/W of that batch, so W processes see
+exactly the samples of the single-process run. Augmentations and point subsets depend only on
+(seed, epoch, item). A resumed run therefore continues with the same batches, at the same step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from pointstn.config import ExperimentConfig, dump_config, to_dict
+from pointstn.data.augment import Augmentation
+from pointstn.data.dataset import PreparedDataset
+from pointstn.data.format import read_manifest
+from pointstn.engine.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
+from pointstn.engine.distributed import any_rank, barrier, init_distributed, reduce_mean, shutdown
+from pointstn.engine.history import History
+from pointstn.engine.validate import validate
+from pointstn.errors import PointstnError
+from pointstn.io.atomic import atomic_write_text
+from pointstn.models.build import build_model
+from pointstn.models.losses import LossWeights, Targets, reconstruction_loss
+
+log = logging.getLogger("pointstn.train")
+LOWER_IS_BETTER = ("cd_l2", "cd_l1", "vol_rel_err")
+# keys a resumed run may change (more steps, a new time limit, other threads or workers)
+RESUMABLE = ("train.max_steps", "train.time_limit_minutes", "train.threads", "data.num_workers", "output_dir")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    step: int
+    best_value: float | None
+    stopped: str  # "finished", "signal", "time limit"
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def check_resumable(saved: ExperimentConfig, current: ExperimentConfig, where: Path) -> None:
+    a, b = _flatten(to_dict(saved)), _flatten(to_dict(current))
+    differing = sorted(k for k in a if a[k] != b.get(k) and k not in RESUMABLE)
+    if differing:
+        raise PointstnError(f"{where} was trained with another config (differs in: {', '.join(differing)}); "
+                            "resume with the same config or start a new run")
+
+
+def check_rig(config: ExperimentConfig, root: Path) -> None:
+    rig = read_manifest(root)["rig"]
+    distance = rig["distance_range_m"]
+    if abs(rig["fov_y_deg"] - config.model.rig.fov_y_deg) > 1e-6 or abs(distance[0] - config.model.rig.distance_m) > 1e-6:
+        raise PointstnError(
+            f"dataset {root} was rendered with fov {rig['fov_y_deg']} deg at {distance} m but the model assumes "
+            f"model.rig.fov_y_deg={config.model.rig.fov_y_deg}, model.rig.distance_m={config.model.rig.distance_m}"
+        )
+
+
+def learning_rate_factor(step: int, *, warmup: int, total: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0.05 at `total` steps."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def epoch_batches(num_items: int, *, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
+    """This rank's index lists for every global batch of an epoch (incomplete last batch dropped)."""
+    order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    per_rank = batch_size // world
+    return [order[k * batch_size + rank * per_rank: k * batch_size + (rank + 1) * per_rank]
+            for k in range(num_items // batch_size)]
+
+
+class _StopRequest:
+    """Turns SIGTERM/SIGINT into a flag the loop checks at step boundaries."""
+
+    def __init__(self):
+        self.reason: str | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.reason = "signal"
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _setup_logging(run_dir: Path, is_main: bool) -> logging.Handler | None:
+    if not is_main:
+        log.setLevel(logging.WARNING)
+        return None
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logging.getLogger("pointstn").addHandler(handler)
+    logging.getLogger("pointstn").setLevel(logging.INFO)
+    return handler
+
+
+def train(config: ExperimentConfig, *, run_dir: str | Path, resume: str | Path | None = None,
+          time_limit_minutes: float | None = None, progress: bool = True) -> TrainResult:
+    """Train `config` in `run_dir`; `resume` is a checkpoint path to continue from."""
+    context = init_distributed()
+    run_dir = Path(run_dir)
+    train_cfg = config.train
+    if train_cfg.batch_size % context.world_size:
+        raise PointstnError(f"train.batch_size={train_cfg.batch_size} must be divisible by the {context.world_size} processes")
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    root = Path(config.data.root)
+    check_rig(config, root)
+    if context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    barrier(context)
+    handler = _setup_logging(run_dir, context.is_main)
+    try:
+        return _train(config, run_dir, context, resume, time_limit_minutes, progress)
+    finally:
+        if handler is not None:
+            logging.getLogger("pointstn").removeHandler(handler)
+            handler.close()
+        shutdown(context)
+
+
+def _train(config, run_dir, context, resume, time_limit_minutes, progress) -> TrainResult:
+    from tqdm import tqdm
+
+    train_cfg = config.train
+    torch.manual_seed(train_cfg.seed)
+    augmentation = Augmentation(roll_probability=0.3) if config.data.augment else None
+    train_set = PreparedDataset(config.data.root, split=config.data.train_split, num_points=config.data.num_gt_points,
+                                image_size=config.data.image_size, augmentation=augmentation, deterministic=False,
+                                seed=train_cfg.seed)
+    val_set = PreparedDataset(config.data.root, split=config.data.val_split, image_size=config.data.image_size,
+                              num_points=min(config.eval.num_gt_points, config.data.num_gt_points))
+    steps_per_epoch = len(train_set) // train_cfg.batch_size
+    if steps_per_epoch == 0:
+        raise PointstnError(f"the train split has {len(train_set)} images, fewer than one batch of {train_cfg.batch_size}")
+    model = build_model(config).to(context.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(
+        s, warmup=train_cfg.warmup_steps, total=train_cfg.max_steps))
+    step, best = 0, None
+    history = History(run_dir)
+    if resume is not None:
+        checkpoint = load_checkpoint(resume, map_location=context.device)
+        check_resumable(checkpoint.config, config, Path(resume))
+        load_model_state(model, checkpoint)
+        optimizer.load_state_dict(checkpoint.state["optimizer"])
+        scheduler.load_state_dict(checkpoint.state["scheduler"])
+        set_rng_state(checkpoint.state["rng"])
+        step, best = checkpoint.step, checkpoint.state.get("best_value")
+        history = History.load(run_dir, up_to_step=step)
+        log.info("resumed from %s at step %d", resume, step)
+    network = DistributedDataParallel(model) if context.enabled else model
+    weights = LossWeights(**{f: getattr(config.loss, f) for f in LossWeights.__dataclass_fields__})
+    limit = time_limit_minutes if time_limit_minutes is not None else train_cfg.time_limit_minutes
+    deadline = time.monotonic() + 60 * limit if limit else math.inf
+    bar = tqdm(total=train_cfg.max_steps, initial=step, disable=not (progress and context.is_main), unit="step")
+    stopped, last_saved = "finished", -1
+
+    def save(name: str) -> None:
+        if context.is_main:
+            save_checkpoint(run_dir / name, model=model, config=config, step=step, optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), rng=rng_state(), best_value=best,
+                            epoch=step // steps_per_epoch)
+
+    with _StopRequest() as stop:
+        while step < train_cfg.max_steps and stopped == "finished":
+            epoch, skip = divmod(step, steps_per_epoch)
+            train_set.set_epoch(epoch)
+            batches = epoch_batches(len(train_set), batch_size=train_cfg.batch_size, seed=train_cfg.seed, epoch=epoch,
+                                    rank=context.rank, world=context.world_size)[skip:]
+            loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, num_workers=config.data.num_workers,
+                                                 persistent_workers=False)
+            tick = time.perf_counter()
+            for batch in loader:
+                network.train()
+                batch = type(batch)(*(t.to(context.device) for t in batch))
+                targets = Targets(points=batch.points, points_camera=batch.points_camera, rotation=batch.rotation,
+                                  size=batch.extents.max(dim=1).values)
+                output = network(batch.image, gt_points=targets.points_normalized)
+                try:
+                    loss = reconstruction_loss(output, targets, weights)
+                except FloatingPointError as exc:
+                    raise PointstnError(f"training stopped at step {step + 1}: {exc}; the last good checkpoint is "
+                                        f"{run_dir / 'last.pt'}") from None
+                optimizer.zero_grad(set_to_none=True)
+                loss.total.backward()
+                if train_cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                now = time.perf_counter()
+                images_per_s = train_cfg.batch_size / max(now - tick, 1e-9)
+                tick = now
+                bar.update(1)
+                if step % train_cfg.log_every == 0 or step == train_cfg.max_steps:
+                    values = reduce_mean(loss.scalars(), context)
+                    values.update(lr=scheduler.get_last_lr()[0], images_per_s=images_per_s)
+                    history.add(step, "train", values)
+                    bar.set_postfix(loss=f"{values['total']:.4f}", img_s=f"{images_per_s:.1f}")
+                    log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+                if step % train_cfg.val_every == 0 or step == train_cfg.max_steps:
+                    best = _validate(model, val_set, config, context, step, best, history, save)
+                if step % train_cfg.checkpoint_every == 0:
+                    save("last.pt")
+                    last_saved = step
+                if context.is_main:
+                    history.save()
+                reason = stop.reason or ("time limit" if time.monotonic() > deadline else None)
+                if any_rank(reason is not None, context):
+                    stopped = reason or "signal"  # None here: another rank was asked to stop
+                    break
+                if step >= train_cfg.max_steps:
+                    break
+    bar.close()
+    if last_saved != step:
+        save("last.pt")
+    if context.is_main:
+        history.save()
+        history.plot(metric=train_cfg.best_metric)
+        log.info("%s at step %d; run folder %s", stopped, step, run_dir)
+    return TrainResult(run_dir=run_dir, step=step, best_value=best, stopped=stopped)
+
+
+def _validate(model, val_set, config, context, step, best, history, save):
+    metric = config.train.best_metric
+    value = None
+    if context.is_main:
+        summary = validate(model, val_set, config)
+        values = {k: v for k, v in summary.items() if v is not None}
+        history.add(step, "val", values)
+        log.info("validation at step %d: %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+        value = summary.get(metric)
+        better = value is not None and (best is None or (value < best if metric in LOWER_IS_BETTER else value > best))
+        if better:
+            best = value
+            save("best.pt")
+    barrier(context)
+    return best
