@@ -10,18 +10,27 @@
 - distances are differentiable w.r.t. `p1` and `p2`; the gradient equals PyTorch3D's
   (`2 * (p1 - p2_nn)` for norm 2, `sign(p1 - p2_nn)` with sign(0) = -1 for norm 1).
 
-The neighbour *indices* come from a non-differentiable search (`pointstn.ops.nn_search`: a k-d tree
-over the whole batch on CPU, or chunked brute force); the distances are then recomputed with autograd
-from the gathered points, so the backward pass is a plain gather/scatter.
+The neighbour *indices* come from a non-differentiable search: "kdtree" (CPU; one scipy `cKDTree`
+over the whole batch, each cloud shifted along x so that no neighbour crosses clouds; ranks by
+float64 distances) or "bruteforce" (chunked dense distances in torch, memory-bounded; any device).
+Where two candidates differ by less than float32 rounding, the choice may differ from PyTorch3D's
+float32 kernel while the values agree to that rounding. The distances are then recomputed with
+autograd from the gathered original (unshifted) points in the input dtype, exactly as PyTorch3D
+computes them, so the backward pass is a plain gather/scatter.
 """
 
 from __future__ import annotations
 
+import math
 from collections import namedtuple
+from dataclasses import dataclass
+from functools import partial
 
+import numpy as np
 import torch
 
-from pointstn.ops.nn_search import BACKENDS, resolve_backend, search_neighbours
+BACKENDS = ("auto", "kdtree", "bruteforce")
+_BRUTEFORCE_CHUNK_BYTES = 4 * 2**20
 
 KNN = namedtuple("KNN", ["dists", "idx", "knn"])
 KNN.__doc__ = """Result of `knn_points`.
@@ -75,7 +84,9 @@ def knn_points(
     del version, return_sorted  # see docstring
     lengths1 = checked_lengths(lengths1, p1, "lengths1")
     lengths2 = checked_lengths(lengths2, p2, "lengths2")
-    idx, valid = search_neighbours(
+    check_finite(p1, lengths1, "p1")
+    check_finite(p2, lengths2, "p2")
+    [(idx, valid)] = search_neighbours(
         p1, p2, lengths1, lengths2, K=K, norm=norm, backend=resolve_backend(backend, p1.device)
     )
     dists, nn = distances_to_neighbours(p1, p2, idx, valid, norm=norm)
@@ -97,6 +108,24 @@ def checked_lengths(lengths: torch.Tensor | None, points: torch.Tensor, name: st
     return lengths
 
 
+def check_finite(points: torch.Tensor, lengths: torch.Tensor, name: str) -> None:
+    """Raise ValueError if a valid point of `points` (N, P, D) holds NaN or inf (padding is ignored)."""
+    # numpy on CPU: a torch op here would wake torch's OpenMP pool, whose spinning threads then
+    # compete with the tree queries that follow.
+    cpu_numpy = points.device.type == "cpu" and points.dtype in (torch.float32, torch.float64)
+    if cpu_numpy and np.isfinite(points.detach().numpy()).all():
+        return
+    finite = torch.isfinite(points.detach()).all(-1)
+    if bool(finite.all()):
+        return
+    P = points.shape[1]
+    bad = ~finite & (torch.arange(P, device=points.device).view(1, P) < lengths.view(-1, 1))
+    if bool(bad.any()):
+        n, i = (int(v) for v in bad.nonzero()[0])
+        kind = "NaN" if bool(torch.isnan(points[n, i]).any()) else "inf"
+        raise ValueError(f"{name} contains {kind} values ({int(bad.sum())} bad points; first: cloud {n}, point {i})")
+
+
 def distances_to_neighbours(
     p1: torch.Tensor, p2: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, *, norm: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,6 +138,12 @@ def distances_to_neighbours(
     offsets = torch.arange(N, device=idx.device).view(N, 1, 1) * P2
     flat = (idx + offsets).reshape(-1)
     nn = p2.reshape(N * P2, D).index_select(0, flat).view(N, P1, K, D)
+    all_valid = bool(valid.all())
+    if not all_valid:
+        # Zero padded entries *before* the arithmetic: garbage (even NaN) in the padding must not
+        # leak into values or gradients (0 * NaN would).
+        nn = torch.where(valid.unsqueeze(-1), nn, nn.new_zeros(()))
+        p1 = torch.where(valid.any(-1, keepdim=True), p1, p1.new_zeros(()))
     diff = p1.unsqueeze(2) - nn
     if norm == 2:
         dists = (diff * diff).sum(-1)
@@ -116,9 +151,8 @@ def distances_to_neighbours(
         # |d| with PyTorch3D's gradient convention sign(0) = -1; multiplying by +-1 is exact.
         sign = torch.where(diff.detach() > 0, 1.0, -1.0).to(diff.dtype)
         dists = (diff * sign).sum(-1)
-    if not bool(valid.all()):
+    if not all_valid:
         dists = torch.where(valid, dists, dists.new_zeros(()))
-        nn = torch.where(valid.unsqueeze(-1), nn, nn.new_zeros(()))
     return dists, nn
 
 
@@ -143,6 +177,209 @@ def knn_gather(x: torch.Tensor, idx: torch.Tensor, lengths: torch.Tensor | None 
         missing = lengths.view(N, 1) <= torch.arange(K, device=x.device).view(1, K)
         out = out.masked_fill(missing.view(N, 1, K, 1), 0.0)
     return out
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The concrete search backend for `backend` on `device` ("auto": CPU -> kdtree, else bruteforce)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown kNN backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "kdtree" if device.type == "cpu" else "bruteforce"
+    if backend == "kdtree" and device.type != "cpu":
+        raise ValueError(f"the kdtree backend needs CPU tensors, got device {device}")
+    return backend
+
+
+@torch.no_grad()
+def search_neighbours(
+    p1: torch.Tensor,
+    p2: torch.Tensor,
+    lengths1: torch.Tensor,
+    lengths2: torch.Tensor,
+    *,
+    K: int,
+    norm: int,
+    backend: str,
+    both_directions: bool = False,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Nearest-neighbour indices p1 -> p2 (and p2 -> p1 if `both_directions`), without gradients.
+
+    Returns a list of (idx, valid): idx (N, P1, K) int64 indices into p2 (0 where invalid) and the
+    mask valid (N, P1, K) of existing entries; then (N, P2, K) for the reverse direction. Ranking is
+    by (distance, index) as in PyTorch3D's kernel; see the two backends for how distances are ranked.
+    """
+    if backend == "kdtree":
+        found = _kdtree_search(p1, p2, lengths1, lengths2, K=K, norm=norm, both_directions=both_directions)
+    else:
+        found = [_bruteforce_search(p1, p2, lengths1, lengths2, K=K, norm=norm)]
+        if both_directions:
+            found.append(_bruteforce_search(p2, p1, lengths2, lengths1, K=K, norm=norm))
+    masks = [_valid_mask(lengths1, lengths2, P=p1.shape[1], K=K)]
+    if both_directions:
+        masks.append(_valid_mask(lengths2, lengths1, P=p2.shape[1], K=K))
+    return [(idx.masked_fill(~valid, 0), valid) for idx, valid in zip(found, masks)]
+
+
+def _valid_mask(lengths1: torch.Tensor, lengths2: torch.Tensor, *, P: int, K: int) -> torch.Tensor:
+    """(N, P, K): point i of cloud n exists (i < lengths1[n]) and has a k-th neighbour (k < lengths2[n])."""
+    N, device = lengths1.shape[0], lengths1.device
+    rows = torch.arange(P, device=device).view(1, P, 1) < lengths1.view(N, 1, 1)
+    return rows & (torch.arange(K, device=device).view(1, 1, K) < lengths2.view(N, 1, 1))
+
+
+def _bruteforce_search(
+    p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor, lengths2: torch.Tensor, *, K: int, norm: int
+) -> torch.Tensor:
+    """Chunked dense search: (N, P1, K) indices; about 4 MB (cache-sized) of distances at a time.
+
+    norm 1 uses exact `cdist`; norm 2 uses the expanded form |a|^2 - 2ab + |b|^2 (one batched GEMM
+    per chunk; float32 coordinates are first centred per cloud), so the *choice* between two
+    neighbours whose squared distances differ by less than that form's rounding may differ from an
+    exact search (the returned distances are always recomputed exactly). Exact ties go to the smaller
+    index wherever the arithmetic is exact (e.g. float64 dyadic coordinates).
+    """
+    N, P1, _D = p1.shape
+    P2 = p2.shape[1]
+    idx = torch.zeros((N, P1, K), dtype=torch.int64, device=p1.device)
+    if N == 0 or P1 == 0 or P2 == 0:
+        return idx
+    rows1 = torch.arange(P1, device=p1.device).view(1, P1, 1) < lengths1.view(N, 1, 1)
+    rows2 = torch.arange(P2, device=p1.device).view(1, P2, 1) < lengths2.view(N, 1, 1)
+    a = torch.where(rows1, p1.detach(), 0.0)
+    b = torch.where(rows2, p2.detach(), 0.0)
+    if norm == 2:
+        if a.dtype != torch.float64:  # centring shrinks |a|^2 + |b|^2 and so the rounding error
+            count = (lengths1 + lengths2).clamp(min=1).view(N, 1, 1).to(a.dtype)
+            centre = (a.sum(1, keepdim=True) + b.sum(1, keepdim=True)) / count
+            a, b = a - centre, b - centre
+        b_sq = (b * b).sum(-1).unsqueeze(1)  # (N, 1, P2)
+        b_t = b.transpose(1, 2)
+    missing = ~rows2.view(N, 1, P2)
+    chunk_rows = max(1, _BRUTEFORCE_CHUNK_BYTES // max(1, N * P2 * a.element_size()))
+    keep = min(K, P2)
+    for start in range(0, P1, chunk_rows):
+        chunk = a[:, start : start + chunk_rows]
+        if norm == 2:
+            d = torch.baddbmm(b_sq, chunk, b_t, alpha=-2.0) + (chunk * chunk).sum(-1, keepdim=True)
+        else:
+            d = torch.cdist(chunk, b, p=1.0)
+        d = d.masked_fill(missing, float("inf"))
+        if keep == 1:
+            found = d.argmin(dim=-1, keepdim=True)  # first index among exact ties
+        else:
+            found = torch.sort(d, dim=-1, stable=True).indices[..., :keep]
+        idx[:, start : start + chunk_rows, :keep] = found
+    return idx
+
+
+@dataclass(frozen=True)
+class _FlatCloud:
+    """The valid points of a padded batch, flattened (numpy): their float64 coordinates (M, D), their
+    cloud index (M,) and their index inside the cloud (M,)."""
+
+    points: np.ndarray
+    batch: np.ndarray
+    local: np.ndarray
+
+
+def _flat_valid(points: torch.Tensor, lengths: torch.Tensor) -> _FlatCloud:
+    """All in numpy, so that torch's OpenMP threads stay asleep while the trees are queried."""
+    N, P, D = points.shape
+    pts = points.detach()
+    pts = (pts if pts.dtype in (torch.float32, torch.float64) else pts.double()).numpy()
+    count = lengths.numpy()
+    if (count == P).all():
+        flat = pts.reshape(N * P, D).astype(np.float64)
+        return _FlatCloud(flat, np.repeat(np.arange(N), P), np.tile(np.arange(P), N))
+    batch, local = np.nonzero(np.arange(P)[None, :] < count[:, None])
+    return _FlatCloud(pts[batch, local].astype(np.float64), batch, local)
+
+
+def _shift_apart(c1: _FlatCloud, c2: _FlatCloud) -> None:
+    """Move cloud b by b * s along axis 0, in place, with s (a power of two) > twice the L1 diameter
+    of all points."""
+    # D x (largest - smallest coordinate) bounds the L1 diameter; flat reductions are fast in numpy
+    # (a per-axis reduction over (M, 3) is not).
+    lo = min(float(c1.points.min()), float(c2.points.min()))
+    hi = max(float(c1.points.max()), float(c2.points.max()))
+    diameter = c1.points.shape[1] * (hi - lo)
+    shift = 2.0 ** math.ceil(math.log2(2.0 * diameter + 1.0))
+    for cloud in (c1, c2):
+        cloud.points[:, 0] += cloud.batch * shift
+
+
+def _kdtree_search(
+    p1: torch.Tensor,
+    p2: torch.Tensor,
+    lengths1: torch.Tensor,
+    lengths2: torch.Tensor,
+    *,
+    K: int,
+    norm: int,
+    both_directions: bool,
+) -> list[torch.Tensor]:
+    """One scipy cKDTree per side over the whole batch, clouds shifted apart along axis 0.
+
+    Cloud n is shifted by n * s with s (a power of two) larger than twice the L1 diameter of all
+    points, so every point of a query's own cloud is strictly nearer than any other cloud's point.
+    Neighbours are ranked by the tree's float64 distance (exact up to the ~1e-16 relative rounding
+    of the shifted coordinates), exact ties by index. For two directions, each side is queried in
+    the other tree's leaf order (spatially coherent, cache friendly). Queries use torch's thread
+    count as scipy `workers` (tree building is single-threaded and holds the GIL).
+    """
+    from scipy.spatial import cKDTree
+
+    c1, c2 = _flat_valid(p1, lengths1), _flat_valid(p2, lengths2)
+    sides = [(p1, c1)] + ([(p2, c2)] if both_directions else [])
+    if c1.points.shape[0] == 0 or c2.points.shape[0] == 0:
+        return [torch.zeros((q.shape[0], q.shape[1], K), dtype=torch.int64) for q, _ in sides]
+    _shift_apart(c1, c2)
+    s1, s2 = c1.points, c2.points
+    workers = max(1, torch.get_num_threads())
+    build = partial(cKDTree, leafsize=32, balanced_tree=False, compact_nodes=False)
+    tree2 = build(s2)
+    if both_directions:
+        tree1 = build(s1)
+        chosen = [
+            _tree_select(tree2, c2.local, s1, tree1.indices, K=K, norm=norm, workers=workers),
+            _tree_select(tree1, c1.local, s2, tree2.indices, K=K, norm=norm, workers=workers),
+        ]
+    else:
+        chosen = [_tree_select(tree2, c2.local, s1, np.arange(s1.shape[0]), K=K, norm=norm, workers=workers)]
+    out = []
+    for (q, qc), sel in zip(sides, chosen):
+        N, P = q.shape[0], q.shape[1]
+        if sel.shape[0] == N * P:  # full clouds: rows are already in (cloud, point) order
+            out.append(torch.from_numpy(sel).view(N, P, K))
+            continue
+        idx = torch.zeros((N, P, K), dtype=torch.int64)
+        idx[torch.from_numpy(qc.batch), torch.from_numpy(qc.local)] = torch.from_numpy(sel)
+        out.append(idx)
+    return out
+
+
+def _tree_select(tree, ref_local: np.ndarray, queries: np.ndarray, rows: np.ndarray, *, K, norm, workers):
+    """(Mq, K) in-cloud indices of the K nearest tree points of each query row, ranked by
+    (distance, index). The tree proposes K + 1 candidates; rows whose last candidate ties the K-th
+    (exact ties: duplicates, lattices) are re-queried with 4x more candidates until resolved."""
+    M2 = tree.n
+    chosen = np.zeros((queries.shape[0], K), dtype=np.int64)
+    n_cand = min(K + 1, M2)
+    while rows.size:
+        dist, cand = tree.query(queries[rows], k=n_cand, p=norm, workers=workers)
+        dist, local = dist.reshape(rows.size, n_cand), ref_local[cand.reshape(rows.size, n_cand)]
+        keep = min(K, n_cand)
+        if n_cand == K + 1 and K == 1:  # fast path: the tree already sorted by distance
+            chosen[rows, 0] = local[:, 0]
+        else:
+            ranked = np.lexsort((local, dist), axis=-1)
+            dist, local = np.take_along_axis(dist, ranked, -1), np.take_along_axis(local, ranked, -1)
+            chosen[rows, :keep] = local[:, :keep]
+        if n_cand >= M2 or n_cand <= K:
+            break
+        rows = rows[dist[:, -1] == dist[:, K - 1]]
+        n_cand = min(4 * n_cand, M2)
+    return chosen
 
 
 __all__ = ["BACKENDS", "KNN", "knn_gather", "knn_points"]
