@@ -1,0 +1,371 @@
+"""Sparse U-Net decoder with generative up-sampling and occupancy pruning (DESIGN.md section 1).
+
+points + features (B, N, 3) / (B, N, C_in), normalized canonical frame
+-> voxelize at R (scatter-mean per voxel) -> sparse tensor
+-> encoder: SubM block at R; per coarser level a k2 s2 SparseConv3d (each voxel goes to its parent,
+   so the active set is exactly the parents' set) + SubM block, down to R / 2**(L - 1)
+-> coarsest level: k3 s1 p1 SparseConv3d (dilates the active set by one voxel, so hidden sides can
+   appear) -> occupancy head -> prune -> SubM block
+-> per finer level: k2 s2 SparseConvTranspose3d (all 8 children of every kept voxel) + the encoder's
+   features at the same coordinates (joined by voxel keys) -> norm, ReLU -> occupancy head -> prune
+   -> SubM block
+-> point head on the finest kept voxels: K points per voxel (centre + bounded offset).
+
+The head scores every candidate from the up-sampled parent feature (a different linear map for each
+of the 8 children) plus the skip, after norm and ReLU; the SubM block then runs on the kept voxels
+only (as in octree-generating networks). Running the block before the head, on all candidates, made
+the whole decoder about 2.5x slower (forward + backward, batch 4, R = 32 and 64), although most
+candidates are then pruned.
+
+A block is conv (no bias) -> `ChannelNorm` -> ReLU. `ChannelNorm` normalizes each voxel over its
+channels (a layer norm): unlike batch norm it does not couple samples, behaves the same in train and
+eval mode (so pruning decisions do not shift between them), is defined for a single active site, and
+is the identical operation on the dense grid of `DenseUNetDecoder`.
+
+Pruning at every level (`keep_voxels`): inference keeps voxels with occupancy probability above
+`prune_threshold`; training keeps (predicted OR ground-truth occupied), as generative sparse
+decoders do (Gwak et al., "Generative Sparse Detection Networks"; MinkowskiEngine's completion
+example), so every level sees the true structure while its head learns. Always: each sample keeps its
+highest-scoring voxel (so every sample yields a cloud), and at most `ceil(voxel_budget * r**2)`
+voxels per sample at a level of resolution r (the highest-scoring first; in training ground-truth
+voxels rank first), which bounds memory: a closed surface spanning the unit cube occupies about
+6 r^2 voxels. The occupancy heads start from a prior probability `OCCUPANCY_PRIOR` (bias init as in
+RetinaNet), so an untrained decoder keeps few voxels instead of half of all candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pointstn.models.decoder_types import DecoderOutput, LevelOutput
+from pointstn.ops.sparse import (
+    FeatureWise,
+    SparseConv3d,
+    SparseConvTranspose3d,
+    SubMConv3d,
+    make_sparse_tensor,
+    prune,
+    replace_features,
+)
+from pointstn.ops.voxel import (
+    OccupancyPyramid,
+    is_occupied,
+    linearize_coords,
+    occupancy_pyramid,
+    packed_to_padded,
+    points_from_offsets,
+    voxelize,
+)
+
+if TYPE_CHECKING:
+    from spconv.pytorch import SparseConvTensor
+
+GRID_LO, GRID_HI = -0.5, 0.5  # the normalized canonical frame
+OCCUPANCY_PRIOR = 0.1  # initial occupancy probability of every head
+TARGET_TOLERANCE = 1e-3  # ground-truth points may exceed [-0.5, 0.5] by this (rounding) and are clamped
+
+
+def decoder_resolutions(*, resolution: int, levels: int) -> tuple[int, ...]:
+    """The resolutions of a decoder's levels, finest first: (R, R / 2, ..., R / 2**(levels - 1))."""
+    if not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"a decoder needs at least one level (one entry in channels), got {levels}")
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 1:
+        raise ValueError(f"resolution must be a positive int, got {resolution!r}")
+    if resolution % 2 ** (levels - 1):
+        raise ValueError(
+            f"resolution {resolution} must be divisible by 2**(levels - 1) = {2 ** (levels - 1)} for {levels} levels"
+        )
+    return tuple(resolution >> level for level in range(levels))
+
+
+def check_decoder_arguments(
+    *, in_channels: int, channels: Sequence[int], resolution: int, points_per_voxel: int,
+    prune_threshold: float, voxel_budget: float,
+) -> tuple[int, ...]:  # fmt: skip
+    """Validate the constructor arguments both decoders share; returns the resolutions (finest first)."""
+    for name, value in (("in_channels", in_channels), ("points_per_voxel", points_per_voxel), *(
+        (f"channels[{i}]", c) for i, c in enumerate(channels)
+    )):  # fmt: skip
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not 0.0 <= prune_threshold <= 1.0:
+        raise ValueError(f"prune_threshold is a probability in [0, 1], got {prune_threshold}")
+    if not voxel_budget > 0:
+        raise ValueError(f"voxel_budget must be > 0 (voxels per r**2 per sample), got {voxel_budget}")
+    return decoder_resolutions(resolution=resolution, levels=len(channels))
+
+
+def occupancy_targets(points: Tensor, lengths: Tensor | None = None, *, resolutions: Sequence[int]) -> OccupancyPyramid:
+    """Ground-truth occupancy of (B, N, 3) normalized canonical clouds at `resolutions` (finest first).
+
+    Points may exceed [-0.5, 0.5]^3 by `TARGET_TOLERANCE` (normalization rounding) and are clamped
+    onto the cube; anything farther out is an unnormalized cloud and raises ValueError.
+    """
+    if points.ndim != 3 or points.shape[-1] != 3:
+        raise ValueError(f"ground-truth points must be (B, N, 3), got {tuple(points.shape)}")
+    valid = torch.ones(points.shape[:2], dtype=torch.bool, device=points.device)
+    if lengths is not None:
+        valid = torch.arange(points.shape[1], device=points.device)[None, :] < lengths[:, None]
+    excess = (points.detach().abs() - GRID_HI).amax(dim=-1)
+    if bool((valid & (excess > TARGET_TOLERANCE)).any()):
+        raise ValueError(
+            f"ground-truth points reach {GRID_HI + float(excess[valid].max()):.4g} in absolute value; the "
+            "decoder's targets need clouds normalized into [-0.5, 0.5]^3 (divide by the longest bbox edge)"
+        )
+    clamped = points.detach().clamp(GRID_LO, GRID_HI)
+    return occupancy_pyramid(clamped, lengths, resolutions=tuple(resolutions), lo=GRID_LO, hi=GRID_HI)
+
+
+def check_targets(targets: OccupancyPyramid | None, *, resolutions: tuple[int, ...], batch_size: int) -> None:
+    """TypeError/ValueError unless `targets` is None or a pyramid at exactly the decoder's resolutions and batch."""
+    if targets is None:
+        return
+    if not isinstance(targets, OccupancyPyramid):
+        raise TypeError(f"targets must be an OccupancyPyramid or None, got {type(targets).__name__}")
+    if tuple(targets.resolutions) != resolutions or targets.batch_size != batch_size:
+        raise ValueError(
+            f"targets are at resolutions {tuple(targets.resolutions)} for batch {targets.batch_size}, but the "
+            f"decoder needs {resolutions} for batch {batch_size} (use decoder.occupancy_targets)"
+        )
+
+
+def prune_threshold_logit(probability: float) -> float:
+    """logit(p), with logit(0) = -inf (keep everything) and logit(1) = +inf (keep only the top voxel)."""
+    if probability <= 0.0:
+        return -math.inf
+    if probability >= 1.0:
+        return math.inf
+    return math.log(probability / (1.0 - probability))
+
+
+def level_caps(*, resolutions: Sequence[int], voxel_budget: float) -> tuple[int, ...]:
+    """Most voxels a sample keeps at each level: ceil(voxel_budget * r**2)."""
+    return tuple(max(1, math.ceil(voxel_budget * r * r)) for r in resolutions)
+
+
+def keep_voxels(
+    batch_index: Tensor, logits: Tensor, occupied: Tensor | None, *, threshold_logit: float, cap: int, batch_size: int
+) -> Tensor:
+    """The voxels a level keeps (module docstring): wanted ones, capped per sample, plus each sample's top voxel.
+
+    Each sample's voxels are ranked by (ground-truth occupied first when `occupied` is given, then
+    logit, highest first); the wanted voxels (logit > threshold, or occupied) form a prefix of that
+    ranking. A sample keeps its first max(1, min(cap, wanted)) voxels.
+
+    Args:
+        batch_index: (N,) integer sample of each voxel.
+        logits: (N,) occupancy logits (not differentiated).
+        occupied: (N,) bool ground truth to keep as well (training), or None (inference).
+        threshold_logit: voxels with logit > this are wanted.
+        cap: at most this many voxels per sample (>= 1).
+        batch_size: B.
+
+    Returns:
+        (N,) bool; every sample with at least one voxel keeps at least one. Vectorized (two stable
+        sorts), no loop over the batch.
+    """
+    logits = logits.detach()
+    batch = batch_index.long()
+    wanted = logits > threshold_logit
+    group = batch
+    if occupied is not None:
+        wanted = wanted | occupied
+        group = 2 * batch + (~occupied).long()
+    order = torch.argsort(logits, descending=True, stable=True)
+    order = order[torch.argsort(group[order], stable=True)]  # by sample, occupied first, then logit
+    counts = torch.bincount(batch, minlength=batch_size)
+    rank = torch.empty_like(batch)
+    rank[order] = torch.arange(batch.numel(), device=batch.device) - (torch.cumsum(counts, 0) - counts)[batch[order]]
+    return (wanted & (rank < cap)) | (rank == 0)
+
+
+class ChannelNorm(nn.Module):
+    """Layer norm over the channels of every voxel: dim 1 of (N, C) site features or (B, C, D, H, W) grids."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.channels, self.eps = channels, eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 2:
+            return F.layer_norm(x, (self.channels,), self.weight, self.bias, self.eps)
+        return F.layer_norm(x.movedim(1, -1), (self.channels,), self.weight, self.bias, self.eps).movedim(-1, 1)
+
+
+class PointHead(nn.Module):
+    """K points per voxel: centre + tanh-bounded offset of at most one voxel size per axis."""
+
+    def __init__(self, *, in_channels: int, points_per_voxel: int):
+        super().__init__()
+        self.points_per_voxel = points_per_voxel
+        self.linear = nn.Linear(in_channels, 3 * points_per_voxel)
+
+    def forward(self, coords: Tensor, features: Tensor, *, resolution: int, batch_size: int) -> tuple[Tensor, Tensor]:
+        """(V, 4) voxels + (V, C) features -> padded points (B, P, 3) and lengths (B,) int64.
+
+        The points of one sample come voxel by voxel in the order of `coords`, K per voxel.
+        """
+        k = self.points_per_voxel
+        offsets = torch.tanh(self.linear(features)).view(-1, k, 3)
+        points = points_from_offsets(coords, offsets, resolution=resolution, lo=GRID_LO, hi=GRID_HI)
+        return packed_to_padded(points.reshape(-1, 3), coords[:, 0].long().repeat_interleave(k), batch_size)
+
+
+def init_occupancy_head(head: nn.Module) -> None:
+    """Bias = logit(OCCUPANCY_PRIOR): every voxel starts at that occupancy probability on average."""
+    nn.init.constant_(head.bias, prune_threshold_logit(OCCUPANCY_PRIOR))
+
+
+def _subm_block(in_channels: int, out_channels: int, key: str) -> nn.Sequential:
+    return nn.Sequential(
+        SubMConv3d(in_channels, out_channels, 3, bias=False, indice_key=key),
+        FeatureWise(ChannelNorm(out_channels)),
+        FeatureWise(nn.ReLU(inplace=True)),
+    )
+
+
+def _norm_relu(channels: int) -> list[nn.Module]:
+    return [FeatureWise(ChannelNorm(channels)), FeatureWise(nn.ReLU(inplace=True))]
+
+
+class SparseUNetDecoder(nn.Module):
+    """Sparse generative U-Net decoder (module docstring); levels = len(channels), finest first.
+
+    Args:
+        in_channels: C_in of the point features.
+        channels: channels per level, finest first (level l has resolution R / 2**l).
+        resolution: R of the finest level, divisible by 2**(levels - 1).
+        points_per_voxel: K output points per kept finest voxel.
+        prune_threshold: occupancy probability a voxel must exceed to be kept at inference.
+        voxel_budget: a sample keeps at most ceil(voxel_budget * r**2) voxels at a level of resolution r.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        channels: Sequence[int] = (32, 64, 128),
+        resolution: int = 32,
+        points_per_voxel: int = 4,
+        prune_threshold: float = 0.5,
+        voxel_budget: float = 8.0,
+    ):
+        super().__init__()
+        self.resolutions = check_decoder_arguments(
+            in_channels=in_channels, channels=channels, resolution=resolution, points_per_voxel=points_per_voxel,
+            prune_threshold=prune_threshold, voxel_budget=voxel_budget,
+        )  # fmt: skip
+        c = tuple(channels)
+        self.in_channels, self.channels, self.resolution = in_channels, c, resolution
+        self.points_per_voxel, self.prune_threshold = points_per_voxel, prune_threshold
+        self.caps = level_caps(resolutions=self.resolutions, voxel_budget=voxel_budget)
+        levels = len(c)
+        self.stem = _subm_block(in_channels, c[0], "enc0")
+        self.down = nn.ModuleList(
+            nn.Sequential(
+                SparseConv3d(c[l - 1], c[l], 2, 2, bias=False), *_norm_relu(c[l]), _subm_block(c[l], c[l], f"enc{l}")
+            )
+            for l in range(1, levels)
+        )
+        self.grow = nn.Sequential(SparseConv3d(c[-1], c[-1], 3, 1, 1, bias=False), *_norm_relu(c[-1]))
+        self.up = nn.ModuleList(SparseConvTranspose3d(c[l + 1], c[l], 2, 2, bias=False) for l in range(levels - 1))
+        self.up_norm = nn.ModuleList(nn.Sequential(*_norm_relu(c[l])) for l in range(levels - 1))
+        self.refine = nn.ModuleList(_subm_block(c[l], c[l], f"dec{l}") for l in range(levels))
+        self.heads = nn.ModuleList(nn.Linear(c[l], 1) for l in range(levels))
+        for head in self.heads:
+            init_occupancy_head(head)
+        self.point_head = PointHead(in_channels=c[0], points_per_voxel=points_per_voxel)
+
+    def occupancy_targets(self, points: Tensor, lengths: Tensor | None = None) -> OccupancyPyramid:
+        """The ground truth `forward` takes: occupancy of (B, N, 3) normalized clouds at this decoder's resolutions."""
+        return occupancy_targets(points, lengths, resolutions=self.resolutions)
+
+    def forward(
+        self, points: Tensor, features: Tensor, lengths: Tensor | None = None, targets: OccupancyPyramid | None = None
+    ) -> DecoderOutput:
+        """Decode (B, N, 3) points with (B, N, C_in) features into a cloud (see `DecoderOutput`).
+
+        Points outside [-0.5, 0.5]^3 are ignored; a sample without any point inside gets one voxel
+        at the grid centre with zero features. Gradients reach `features` (not `points`: voxel
+        membership is discrete) and every parameter. `targets` (from `occupancy_targets`) label
+        each level's voxels and, in training mode, are kept in addition to the predicted ones.
+        """
+        batch = check_inputs(points, features, in_channels=self.in_channels)
+        check_targets(targets, resolutions=self.resolutions, batch_size=batch)
+        x = self._voxel_input(points, features, lengths)
+        x = self.stem(x)
+        skips = [x]
+        for down in self.down:
+            x = down(x)
+            skips.append(x)
+        x = self.grow(x)
+        threshold = prune_threshold_logit(self.prune_threshold)
+        levels: list[LevelOutput | None] = [None] * len(self.channels)
+        for level in reversed(range(len(self.channels))):
+            resolution = self.resolutions[level]
+            if level < len(self.channels) - 1:
+                x = self.up[level](x)
+                x = add_skip(x, skips[level], resolution=resolution)
+                x = self.up_norm[level](x)
+            logits = self.heads[level](x.features).squeeze(1)
+            occupied = None if targets is None else is_occupied(x.indices, targets.levels[level], resolution=resolution)
+            keep = keep_voxels(
+                x.indices[:, 0], logits, occupied if self.training else None,
+                threshold_logit=threshold, cap=self.caps[level], batch_size=batch,
+            )  # fmt: skip
+            labels = None if occupied is None else occupied.to(logits.dtype)
+            levels[level] = LevelOutput(coords=x.indices, logits=logits, targets=labels, resolution=resolution)
+            x = self.refine[level](prune(x, keep))
+        order = torch.argsort(linearize_coords(x.indices, resolution=self.resolution))
+        out_points, out_lengths = self.point_head(
+            x.indices[order], x.features[order], resolution=self.resolution, batch_size=batch
+        )
+        return DecoderOutput(points=out_points, lengths=out_lengths, levels=tuple(levels))
+
+    def _voxel_input(self, points: Tensor, features: Tensor, lengths: Tensor | None) -> SparseConvTensor:
+        r = self.resolution
+        voxels = voxelize(points, features, lengths, resolution=r, lo=GRID_LO, hi=GRID_HI)
+        coords, pooled = voxels.coords, voxels.features
+        batch = points.shape[0]
+        missing = (torch.bincount(coords[:, 0].long(), minlength=batch) == 0).nonzero().squeeze(1)
+        if missing.numel():
+            centre = torch.full((missing.numel(), 3), r // 2, dtype=torch.int32, device=coords.device)
+            coords = torch.cat((coords, torch.cat((missing.int()[:, None], centre), dim=1)))
+            pooled = torch.cat((pooled, pooled.new_zeros(missing.numel(), pooled.shape[1])))
+        return make_sparse_tensor(coords=coords, features=pooled, spatial_shape=(r, r, r), batch_size=batch)
+
+
+def add_skip(tensor: SparseConvTensor, skip: SparseConvTensor, *, resolution: int) -> SparseConvTensor:
+    """`tensor` with `skip`'s features added at the voxels both have (its other voxels unchanged).
+
+    A join by voxel keys (sort + searchsorted), since pruning breaks any index correspondence; one
+    `index_add` of the matched rows, so no (N, C) temporaries beyond the result.
+    """
+    keys = linearize_coords(skip.indices, resolution=resolution)
+    sorted_keys, order = torch.sort(keys)
+    wanted = linearize_coords(tensor.indices, resolution=resolution)
+    slot = torch.searchsorted(sorted_keys, wanted).clamp_(max=sorted_keys.numel() - 1)
+    hit = (sorted_keys[slot] == wanted).nonzero().squeeze(1)
+    return replace_features(tensor, tensor.features.index_add(0, hit, skip.features[order[slot[hit]]]))
+
+
+def check_inputs(points: Tensor, features: Tensor, *, in_channels: int) -> int:
+    """ValueError unless points are (B, N, 3) and features (B, N, in_channels), both floating point; returns B."""
+    if not isinstance(points, Tensor) or points.ndim != 3 or points.shape[-1] != 3 or not points.is_floating_point():
+        got = tuple(points.shape) if isinstance(points, Tensor) else type(points).__name__
+        raise ValueError(f"points must be a floating-point (B, N, 3) tensor, got {got}")
+    expected = (*points.shape[:2], in_channels)
+    if not isinstance(features, Tensor) or tuple(features.shape) != expected or not features.is_floating_point():
+        got = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
+        raise ValueError(f"features must be a floating-point {expected} tensor (B, N, in_channels), got {got}")
+    if points.shape[0] < 1:
+        raise ValueError("the decoder needs a batch of at least one sample")
+    return points.shape[0]
