@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from pointstn.errors import PointstnError
 
 HELP = "train a model from a YAML config (multi-process: torchrun --nproc_per_node N tools/train.py ...)"
 LAST = "last.pt"
+CHECKPOINTS = (LAST, "best.pt")  # a folder holding either already holds a run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,12 +39,15 @@ def run(args: argparse.Namespace) -> int:
         resume = Path(args.resume) if args.resume else run_dir / LAST
         if not resume.is_file():
             raise PointstnError(f"nothing to resume: {resume} does not exist")
-    elif (run_dir / LAST).exists():
-        raise PointstnError(f"run folder {run_dir} already holds a run; continue it with --resume or pick another --out")
+    elif any((run_dir / name).exists() for name in CHECKPOINTS):
+        held = ", ".join(name for name in CHECKPOINTS if (run_dir / name).exists())
+        raise PointstnError(f"run folder {run_dir} already holds a run ({held}); continue it with --resume "
+                            "or pick another --out")
     if args.time_limit is not None and args.time_limit <= 0:
         raise PointstnError(f"--time-limit must be a positive number of minutes, got {args.time_limit}")
     result = train(config, run_dir=run_dir, resume=resume, time_limit_minutes=args.time_limit,
                    progress=not args.no_progress)
-    best = "n/a" if result.best_value is None else f"{result.best_value:.4f}"
-    print(f"{result.stopped} at step {result.step}; best {config.train.best_metric} = {best}; run folder {run_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 validates, so only it knows the best
+        best = "n/a" if result.best_value is None else f"{result.best_value:.4f}"
+        print(f"{result.stopped} at step {result.step}; best {config.train.best_metric} = {best}; run folder {run_dir}")
     return 0

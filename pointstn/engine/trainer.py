@@ -5,6 +5,11 @@ Data order. Epoch e visits a permutation drawn from (seed, e); global batch k of
 positions [k*B, (k+1)*B) of it and rank r of W takes the r-th 1/W of that batch, so W processes see
 exactly the samples of the single-process run. Augmentations and point subsets depend only on
 (seed, epoch, item). A resumed run therefore continues with the same batches, at the same step.
+
+Failures. A non-finite loss or gradient norm stops the run before the weights change, with one line naming
+the step and the loss terms; last.pt stays the last good state. A resume whose config differs (outside
+`RESUMABLE`) is refused before anything in the run folder is rewritten. Under DDP, a peer that died or hung
+(see `pointstn.engine.distributed`) ends the survivors with one line instead of a traceback.
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ from pointstn.data.augment import Augmentation
 from pointstn.data.dataset import PreparedDataset
 from pointstn.data.format import read_manifest
 from pointstn.engine.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
-from pointstn.engine.distributed import any_rank, barrier, init_distributed, reduce_mean, shutdown
+from pointstn.engine.distributed import (
+    any_rank,
+    barrier,
+    init_distributed,
+    is_communication_error,
+    reduce_mean,
+    shutdown,
+)
 from pointstn.engine.history import History
 from pointstn.engine.validate import validate
 from pointstn.errors import PointstnError
@@ -110,6 +122,14 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM/SIGINT to the main process, which stops at a step boundary and then
+    shuts them down. Otherwise a signal sent to every process of the job (`kill -TERM -- -PGID`, a batch
+    system cancelling the job) kills a worker and training dies with "DataLoader worker ... killed"."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _setup_logging(run_dir: Path, is_main: bool) -> logging.Handler | None:
     if not is_main:
         log.setLevel(logging.WARNING)
@@ -121,25 +141,41 @@ def _setup_logging(run_dir: Path, is_main: bool) -> logging.Handler | None:
     return handler
 
 
+def _last_good(run_dir: Path) -> str:
+    path = run_dir / "last.pt"
+    return f"the last good checkpoint is {path}" if path.is_file() else "no checkpoint was written"
+
+
 def train(config: ExperimentConfig, *, run_dir: str | Path, resume: str | Path | None = None,
           time_limit_minutes: float | None = None, progress: bool = True) -> TrainResult:
     """Train `config` in `run_dir`; `resume` is a checkpoint path to continue from."""
     context = init_distributed()
     run_dir = Path(run_dir)
     train_cfg = config.train
-    if train_cfg.batch_size % context.world_size:
-        raise PointstnError(f"train.batch_size={train_cfg.batch_size} must be divisible by the {context.world_size} processes")
-    if train_cfg.threads:
-        torch.set_num_threads(train_cfg.threads)
-    root = Path(config.data.root)
-    check_rig(config, root)
-    if context.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    barrier(context)
-    handler = _setup_logging(run_dir, context.is_main)
+    handler = None
     try:
-        return _train(config, run_dir, context, resume, time_limit_minutes, progress)
+        if train_cfg.batch_size % context.world_size:
+            raise PointstnError(f"train.batch_size={train_cfg.batch_size} must be divisible by the "
+                                f"{context.world_size} processes")
+        if train_cfg.threads:
+            torch.set_num_threads(train_cfg.threads)
+        check_rig(config, Path(config.data.root))
+        checkpoint = None
+        if resume is not None:  # checked before anything in the run folder is rewritten
+            checkpoint = load_checkpoint(resume, map_location=context.device)
+            check_resumable(checkpoint.config, config, Path(resume))
+        if context.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.yaml", dump_config(config))
+        barrier(context)
+        handler = _setup_logging(run_dir, context.is_main)
+        return _train(config, run_dir, context, checkpoint, time_limit_minutes, progress)
+    except RuntimeError as exc:
+        if not (context.enabled and is_communication_error(exc)):
+            raise
+        first = " ".join(str(exc).split())[:300]
+        raise PointstnError(f"process {context.rank} of {context.world_size}: another training process died or "
+                            f"stopped responding ({first}); {_last_good(run_dir)}") from None
     finally:
         if handler is not None:
             logging.getLogger("pointstn").removeHandler(handler)
@@ -147,7 +183,7 @@ def train(config: ExperimentConfig, *, run_dir: str | Path, resume: str | Path |
         shutdown(context)
 
 
-def _train(config, run_dir, context, resume, time_limit_minutes, progress) -> TrainResult:
+def _train(config, run_dir, context, checkpoint, time_limit_minutes, progress) -> TrainResult:
     from tqdm import tqdm
 
     train_cfg = config.train
@@ -167,16 +203,14 @@ def _train(config, run_dir, context, resume, time_limit_minutes, progress) -> Tr
         s, warmup=train_cfg.warmup_steps, total=train_cfg.max_steps))
     step, best = 0, None
     history = History(run_dir)
-    if resume is not None:
-        checkpoint = load_checkpoint(resume, map_location=context.device)
-        check_resumable(checkpoint.config, config, Path(resume))
+    if checkpoint is not None:
         load_model_state(model, checkpoint)
         optimizer.load_state_dict(checkpoint.state["optimizer"])
         scheduler.load_state_dict(checkpoint.state["scheduler"])
         set_rng_state(checkpoint.state["rng"])
         step, best = checkpoint.step, checkpoint.state.get("best_value")
         history = History.load(run_dir, up_to_step=step)
-        log.info("resumed from %s at step %d", resume, step)
+        log.info("resumed from %s at step %d", checkpoint.path, step)
     network = DistributedDataParallel(model) if context.enabled else model
     weights = LossWeights(**{f: getattr(config.loss, f) for f in LossWeights.__dataclass_fields__})
     limit = time_limit_minutes if time_limit_minutes is not None else train_cfg.time_limit_minutes
@@ -184,10 +218,10 @@ def _train(config, run_dir, context, resume, time_limit_minutes, progress) -> Tr
     bar = tqdm(total=train_cfg.max_steps, initial=step, disable=not (progress and context.is_main), unit="step")
     stopped, last_saved = "finished", -1
 
-    def save(name: str) -> None:
+    def save(name: str, best_value: float | None) -> None:  # explicit: _validate holds the newer best
         if context.is_main:
             save_checkpoint(run_dir / name, model=model, config=config, step=step, optimizer=optimizer.state_dict(),
-                            scheduler=scheduler.state_dict(), rng=rng_state(), best_value=best,
+                            scheduler=scheduler.state_dict(), rng=rng_state(), best_value=best_value,
                             epoch=step // steps_per_epoch)
 
     with _StopRequest() as stop:
@@ -197,7 +231,7 @@ def _train(config, run_dir, context, resume, time_limit_minutes, progress) -> Tr
             batches = epoch_batches(len(train_set), batch_size=train_cfg.batch_size, seed=train_cfg.seed, epoch=epoch,
                                     rank=context.rank, world=context.world_size)[skip:]
             loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, num_workers=config.data.num_workers,
-                                                 persistent_workers=False)
+                                                 persistent_workers=False, worker_init_fn=_ignore_stop_signals)
             tick = time.perf_counter()
             for batch in loader:
                 network.train()
@@ -208,32 +242,38 @@ def _train(config, run_dir, context, resume, time_limit_minutes, progress) -> Tr
                 try:
                     loss = reconstruction_loss(output, targets, weights)
                 except FloatingPointError as exc:
-                    raise PointstnError(f"training stopped at step {step + 1}: {exc}; the last good checkpoint is "
-                                        f"{run_dir / 'last.pt'}") from None
+                    raise PointstnError(f"training stopped at step {step + 1}: {exc}; {_last_good(run_dir)}") from None
                 optimizer.zero_grad(set_to_none=True)
                 loss.total.backward()
-                if train_cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+                # a finite loss can still have NaN/inf gradients; stepping on them would poison the weights
+                # (and the next last.pt) before any loss showed it
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), train_cfg.grad_clip if train_cfg.grad_clip > 0 else math.inf)
+                if not torch.isfinite(grad_norm):
+                    terms = ", ".join(f"{k}={v:.4g}" for k, v in loss.scalars().items())
+                    raise PointstnError(f"training stopped at step {step + 1}: non-finite gradient norm "
+                                        f"{float(grad_norm)} (loss terms: {terms}); {_last_good(run_dir)}")
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step used (the scheduler moves on next)
                 optimizer.step()
                 scheduler.step()
                 step += 1
                 now = time.perf_counter()
-                images_per_s = train_cfg.batch_size / max(now - tick, 1e-9)
-                tick = now
+                images_per_s = train_cfg.batch_size / max(now - tick, 1e-9)  # data wait + step, no bookkeeping
                 bar.update(1)
                 if step % train_cfg.log_every == 0 or step == train_cfg.max_steps:
                     values = reduce_mean(loss.scalars(), context)
-                    values.update(lr=scheduler.get_last_lr()[0], images_per_s=images_per_s)
+                    values.update(lr=lr, images_per_s=images_per_s)
                     history.add(step, "train", values)
                     bar.set_postfix(loss=f"{values['total']:.4f}", img_s=f"{images_per_s:.1f}")
                     log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
                 if step % train_cfg.val_every == 0 or step == train_cfg.max_steps:
                     best = _validate(model, val_set, config, context, step, best, history, save)
                 if step % train_cfg.checkpoint_every == 0:
-                    save("last.pt")
+                    save("last.pt", best)
                     last_saved = step
                 if context.is_main:
                     history.save()
+                tick = time.perf_counter()
                 reason = stop.reason or ("time limit" if time.monotonic() > deadline else None)
                 if any_rank(reason is not None, context):
                     stopped = reason or "signal"  # None here: another rank was asked to stop
@@ -242,7 +282,7 @@ def _train(config, run_dir, context, resume, time_limit_minutes, progress) -> Tr
                     break
     bar.close()
     if last_saved != step:
-        save("last.pt")
+        save("last.pt", best)
     if context.is_main:
         history.save()
         history.plot(metric=train_cfg.best_metric)
@@ -262,6 +302,6 @@ def _validate(model, val_set, config, context, step, best, history, save):
         better = value is not None and (best is None or (value < best if metric in LOWER_IS_BETTER else value > best))
         if better:
             best = value
-            save("best.pt")
+            save("best.pt", best)
     barrier(context)
     return best

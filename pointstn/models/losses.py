@@ -90,6 +90,6 @@ def reconstruction_loss(output: ReconstructionOutput, targets: Targets, weights:
     if weights.rotation > 0:
         total = total + weights.rotation * torch.deg2rad(terms["rotation_deg"])
     if not torch.isfinite(total):
-        bad = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        bad = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
         raise FloatingPointError(f"non-finite loss: {bad}")
     return LossTerms(total=total, terms=terms)
