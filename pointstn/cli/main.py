@@ -9,7 +9,7 @@ from types import ModuleType
 from typing import Sequence
 
 from pointstn import __version__
-from pointstn.cli import benchmark, config_cmd, demo, pending, prepare_data, test_cmd, train, verify
+from pointstn.cli import benchmark, config_cmd, demo, export, predict, prepare_data, test_cmd, train, verify
 from pointstn.errors import PointstnError
 
 EXIT_USER_ERROR = 2
@@ -21,8 +21,8 @@ COMMANDS: dict[str, ModuleType] = {
     "verify": verify,
     "train": train,
     "test": test_cmd,
-    "predict": pending.command("predict", "reconstruct point clouds from images"),
-    "export": pending.command("export", "convert and render point clouds (PLY/NPZ/PNG/HTML)"),
+    "predict": predict,
+    "export": export,
     "benchmark": benchmark,
     "config": config_cmd,
     "demo": demo,

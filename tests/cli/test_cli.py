@@ -56,16 +56,6 @@ def _run_script(script: str, *args: str, cwd: Path) -> subprocess.CompletedProce
     )
 
 
-@pytest.mark.parametrize("script", ["train.py", "test.py", "predict.py", "prepare_data.py"])
-def test_unbuilt_commands_say_so_and_fail(script, tmp_path):
-    if "not implemented yet" not in COMMANDS[script[:-3].replace("_", "-")].HELP:
-        pytest.skip(f"{script} is implemented; its own tests cover it")
-    result = _run_script(script, "whatever", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "not implemented yet" in result.stderr
-    assert result.stdout == "" and list(tmp_path.iterdir()) == []
-
-
 def test_scripts_run_from_any_directory(tmp_path):
     result = _run_script("benchmark.py", "--suite", "nonsense", cwd=tmp_path)
     assert result.returncode == EXIT_USER_ERROR
