@@ -108,9 +108,11 @@ def markdown(report: dict) -> str:
         "",
         f"- date: {env['date']}; CPU: {env['cpu']}; threads: {env['threads']}; command: `{env['command']}`",
         f"- load average at start / end: {env.get('load_average_start')} / {env.get('load_average_end')}",
-        "- render: one process, 128 x 128 RGB + depth with random appearance (textures, lights, background), "
-        "procedural objects, 4 views per object; loader: `PreparedDataset` train split, batches of 16 with "
-        "augmentation and 2048 points, decoded from the compressed object files (cold per-object cache).",
+        (
+            "- render: one process, 128 x 128 RGB + depth with random appearance (textures, lights, background), "
+            "procedural objects, 4 views per object; loader: `PreparedDataset` train split, batches of 16 with "
+            "augmentation and 2048 points, decoded from the compressed object files (cold per-object cache)."
+        ),
         "",
         "| case | contender | median | throughput | peak extra MB |",
         "| --- | --- | ---: | ---: | ---: |",
@@ -122,6 +124,6 @@ def markdown(report: dict) -> str:
             median = result["timing"]["median_s"]
             rate = f"{1 / median:.0f} views/s" if name.startswith("render") else f"{BATCH / median:.0f} images/s"
             lines.append(f"| {case['case']} | {name} | {median * 1000:.1f} ms | {rate} | {result['peak_extra_mb']:.0f} |")
-    lines += ["", "The full dataset pipeline (geometry, 16384 surface samples, rendering, compressed writes) is "
-              "timed by `pointstn prepare-data`, which prints views/s at the end.", ""]
+    lines += ["", ("The full dataset pipeline (geometry, 16384 surface samples, rendering, compressed writes) is "
+                   "timed by `pointstn prepare-data`, which prints views/s at the end."), ""]
     return "\n".join(lines)

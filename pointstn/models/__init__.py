@@ -1,1 +1,1 @@
-"""pointstn.models."""
+"""The reconstructor and its stages; `pointstn.models.build.build_model(config)` is the one builder."""
