@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--psgn-ckpt", help="checkpoint of the psgn baseline (decoder none), needed for psgn")
     parser.add_argument("--out", default=None, help="metrics JSON (default <run folder of CKPT>/metrics.json)")
     parser.add_argument("--no-volumes", action="store_true", help="skip vol_rel_err (the slowest metric)")
+    parser.add_argument("--prune-threshold", type=float, default=None, metavar="P",
+                        help="occupancy probability the decoder keeps voxels above at inference "
+                             "(default: the checkpoint's model.decoder.prune_threshold)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +42,12 @@ def run(args: argparse.Namespace) -> int:
     if "psgn" in baselines and not args.psgn_ckpt:
         raise PointstnError("the psgn baseline needs --psgn-ckpt (a model trained with model.decoder.kind=none)")
     model, checkpoint = model_from_checkpoint(args.ckpt)
+    if args.prune_threshold is not None:
+        if not 0.0 <= args.prune_threshold <= 1.0:
+            raise PointstnError(f"--prune-threshold must be a probability in [0, 1], got {args.prune_threshold}")
+        if model.decoder is None:
+            raise PointstnError(f"{args.ckpt} has no decoder (model.decoder.kind=none); --prune-threshold does not apply")
+        model.decoder.prune_threshold = args.prune_threshold
     if checkpoint.config.model != config.model:
         print(f"note: the model is rebuilt from {args.ckpt}'s own config; the model section of {args.config} differs")
     psgn = model_from_checkpoint(args.psgn_ckpt)[0] if "psgn" in baselines else None
