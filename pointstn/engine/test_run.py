@@ -50,12 +50,12 @@ def build_methods(config: ExperimentConfig, model, *, baselines: tuple[str, ...]
     if "retrieval" in baselines:
         from pointstn.baselines.retrieval import RetrievalBaseline
 
-        retrieval = RetrievalBaseline.fit(train_set)
+        retrieval = RetrievalBaseline().fit(train_set)
         methods["retrieval"] = lambda batch: _baseline_prediction(retrieval.predict(batch.image))
     if "oracle_nn" in baselines:
         from pointstn.baselines.oracle import OracleNN
 
-        oracle = OracleNN.fit(train_set)
+        oracle = OracleNN().fit(train_set)
         methods["oracle_nn"] = lambda batch: _baseline_prediction(oracle.predict(batch))
     if "psgn" in baselines and psgn_model is not None:
         methods["psgn"] = lambda batch: model_prediction(psgn_model, batch.image)
