@@ -21,7 +21,7 @@ from torch import Tensor
 
 from pointstn.ops.metrics import cloud_metrics
 from pointstn.ops.rotation import geodesic_angle
-from pointstn.ops.sampling import farthest_point_sample, random_resample
+from pointstn.ops.sampling import PointSample, farthest_point_sample, random_resample
 from pointstn.ops.volume import solid_volume
 
 UNIQUE_ROTATION = ("none", "mirror")
@@ -39,19 +39,26 @@ class Prediction:
     rotation: Tensor
 
 
-def resample(points: Tensor, lengths: Tensor, count: int, how: str, seed: int = 0) -> tuple[Tensor, Tensor]:
+def resample(points: Tensor, lengths: Tensor, count: int, how: str, seed: int = 0) -> PointSample:
     if how == "fps":
-        chosen = farthest_point_sample(points, lengths, K=count)
-    else:
-        chosen = random_resample(points, lengths, K=count, generator=torch.Generator().manual_seed(seed))
-    return chosen.points, chosen.lengths
+        return farthest_point_sample(points, lengths, K=count)
+    return random_resample(points, lengths, K=count, generator=torch.Generator().manual_seed(seed))
+
+
+def gather_points(points: Tensor, chosen: PointSample) -> Tensor:
+    """(B, K, 3) rows `chosen.idx` of `points` (zeros in unused slots), e.g. the same points in another frame."""
+    index = chosen.idx.clamp(min=0)[..., None].expand(-1, -1, points.shape[-1])
+    return torch.gather(points, 1, index) * (chosen.idx >= 0)[..., None]
 
 
 def sample_metrics(pred: Prediction, batch, *, frames: Iterable[str], num_pred_points: int, resample_how: str,
                    symmetries: list[str], volumes: bool = True) -> dict[str, dict[str, Tensor]]:
     """{frame: {metric: (B,) values}} for one batch (NaN where a metric does not apply)."""
-    cam, lengths = resample(pred.points_camera.detach().float(), pred.lengths, num_pred_points, resample_how)
-    canonical, canonical_lengths = resample(pred.points.detach().float(), pred.lengths, num_pred_points, resample_how)
+    # points_camera is the canonical cloud under a similarity transform: choose the points once, in the
+    # camera frame, and take the same points from the canonical cloud
+    chosen = resample(pred.points_camera.detach().float(), pred.lengths, num_pred_points, resample_how)
+    cam, lengths = chosen.points, chosen.lengths
+    canonical, canonical_lengths = gather_points(pred.points.detach().float(), chosen), chosen.lengths
     size = batch.extents.max(dim=1).values
     out: dict[str, dict[str, Tensor]] = {}
     for frame in frames:
