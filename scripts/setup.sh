@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 # libosmesa6: offscreen OpenGL for the dataset renderer (pyrender over OSMesa).
-SYSTEM_PACKAGES=(libosmesa6)
+# chromium: headless browser that the tests use to render the interactive viewer (predict --html).
+SYSTEM_PACKAGES=(libosmesa6 chromium)
 
 say() { printf 'pointstn setup: %s\n' "$*" >&2; }
 
