@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from typing import Any, Literal, Mapping, Tuple, Union
 
@@ -46,7 +47,7 @@ def _convert_value(tp: Any, value: Any, meta: Mapping[str, Any], key: str, origi
         if not isinstance(value, Mapping):
             fail(f"expected a mapping of {tp.__name__} fields, got {type(value).__name__}")
         return from_dict(tp, value, origins=origins, prefix=key + ".")
-    if origin is Union:
+    if origin is Union or origin is types.UnionType:  # Optional[X] and X | None
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None

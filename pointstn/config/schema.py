@@ -9,7 +9,7 @@ not tuning advice; docs/CONFIG.md describes each key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Tuple
+from typing import Literal
 
 from pointstn.config.convert import ConfigError, param
 
@@ -35,9 +35,13 @@ class BackboneConfig:
     """ResNet-style 2D CNN written in the package (no torchvision)."""
 
     width: int = param(32, min=4, max=512, help="channels of the first stage; doubles per stage")
-    blocks: Tuple[int, ...] = param((1, 1, 1, 1), min=1, max=16, help="residual blocks per stage")
+    blocks: tuple[int, ...] = param((1, 1, 1, 1), min=1, max=16, help="residual blocks per stage")
     norm: Literal["group", "batch"] = "group"
     frozen: bool = False
+    global_grid: int = param(
+        1, min=1, max=16,
+        help="global descriptor for pose and coarse cloud: last map pooled to g x g cells, flattened (1 = mean)",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,10 @@ class RigConfig:
 class DecoderConfig:
     kind: Literal["sparse", "dense", "none"] = "sparse"
     resolution: int = param(32, min=8, max=256, help="voxel grid resolution R of the finest level")
-    channels: Tuple[int, ...] = param((32, 64, 128), min=1, max=1024, help="channels per U-Net level")
+    channels: tuple[int, ...] = param((32, 64, 128), min=1, max=1024, help="channels per U-Net level")
     points_per_voxel: int = param(4, min=1, max=64, help="K offset points emitted per kept voxel")
     prune_threshold: float = param(0.5, min=0.0, max=1.0, help="occupancy probability below which voxels are dropped")
+    lattice: int = param(0, min=0, max=64, help="g: a g^3 lattice of query points joins the coarse cloud (0 = none)")
 
     def __post_init__(self) -> None:
         levels = len(self.channels)
@@ -101,6 +106,10 @@ class LossConfig:
     camera_frame: float = param(1.0, min=0.0, max=1e6, help="weight of the camera-frame Chamfer terms")
     occupancy: float = param(1.0, min=0.0, max=1e6, help="BCE of the decoder's per-level occupancy")
     rotation: float = param(0.0, min=0.0, max=1e6, help="geodesic rotation loss when poses are given")
+    pose: float = param(
+        0.0, min=0.0, max=1e6,
+        help="ground-truth surface under predicted vs true transform (symmetry-aware; needs poses)",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -125,8 +134,8 @@ class EvalConfig:
     num_pred_points: int = param(4096, min=16, max=262144)
     num_gt_points: int = param(16384, min=16, max=1_000_000)
     resample: Literal["fps", "random"] = "fps"
-    frames: Tuple[str, ...] = ("shape", "metric", "canonical")
-    fscore_thresholds: Tuple[float, ...] = param((0.01, 0.02), min=1e-6, max=1.0, help="fractions of the gt's longest edge")
+    frames: tuple[str, ...] = ("shape", "metric", "canonical")
+    fscore_thresholds: tuple[float, ...] = param((0.01, 0.02), min=1e-6, max=1.0, help="fractions of the gt's longest edge")
 
     def __post_init__(self) -> None:
         bad = [f for f in self.frames if f not in EVAL_FRAMES]
@@ -144,4 +153,4 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    output_dir: Optional[str] = param(None, help="run folder; default runs/<name>")
+    output_dir: str | None = param(None, help="run folder; default runs/<name>")

@@ -28,6 +28,7 @@ from pointstn.config import ExperimentConfig, dump_config, to_dict
 from pointstn.data.augment import Augmentation
 from pointstn.data.dataset import PreparedDataset
 from pointstn.data.format import read_manifest
+from pointstn.data.shapes.spec import UNIQUE_ROTATION_SYMMETRIES
 from pointstn.engine.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from pointstn.engine.distributed import (
     any_rank,
@@ -194,6 +195,8 @@ def _train(config, run_dir, context, checkpoint, time_limit_minutes, progress) -
                                 seed=train_cfg.seed)
     val_set = PreparedDataset(config.data.root, split=config.data.val_split, image_size=config.data.image_size,
                               num_points=min(config.eval.num_gt_points, config.data.num_gt_points))
+    unique_rotation = torch.tensor([r["symmetry"] in UNIQUE_ROTATION_SYMMETRIES for r in train_set.records],
+                                   device=context.device)  # "unknown" (user meshes) counts as symmetric
     steps_per_epoch = len(train_set) // train_cfg.batch_size
     if steps_per_epoch == 0:
         raise PointstnError(f"the train split has {len(train_set)} images, fewer than one batch of {train_cfg.batch_size}")
@@ -237,7 +240,8 @@ def _train(config, run_dir, context, checkpoint, time_limit_minutes, progress) -
                 network.train()
                 batch = type(batch)(*(t.to(context.device) for t in batch))
                 targets = Targets(points=batch.points, points_camera=batch.points_camera, rotation=batch.rotation,
-                                  size=batch.extents.max(dim=1).values)
+                                  size=batch.extents.max(dim=1).values,
+                                  unique_rotation=unique_rotation[batch.object_index])
                 output = network(batch.image, gt_points=targets.points_normalized)
                 try:
                     loss = reconstruction_loss(output, targets, weights)

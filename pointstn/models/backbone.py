@@ -47,6 +47,7 @@ even under `train()` (BatchNorm uses and keeps its running statistics; GroupNorm
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pointstn.models.types import BackboneFeatures
@@ -98,6 +99,11 @@ class ResNetBackbone(nn.Module):
     Attributes:
         out_channels: channels of each map, finest first, `width * 2**i`.
         out_strides: input pixels per map cell, `2**(i + 1)`.
+        global_channels: width of `pooled`, the global descriptor the localization net and the coarse
+            head read: the last map average-pooled to `global_grid` x `global_grid` cells, flattened
+            (C_last * global_grid**2). 1 is the global mean; a grid keeps the spatial layout (where
+            the handle is, which way the top faces) that the pose needs, as the original STN's
+            localization nets (conv + fully connected) do.
     """
 
     def __init__(
@@ -108,6 +114,7 @@ class ResNetBackbone(nn.Module):
         blocks: tuple[int, ...] = (1, 1, 1, 1),
         frozen: bool = False,
         norm: str = "group",
+        global_grid: int = 1,
     ):
         super().__init__()
         blocks = tuple(int(n) for n in blocks)
@@ -115,11 +122,15 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"in_channels and width must be >= 1; got in_channels={in_channels}, width={width}")
         if not blocks or any(n < 1 for n in blocks):
             raise ValueError(f"blocks must be a non-empty tuple of block counts >= 1; got {blocks}")
+        if not isinstance(global_grid, int) or global_grid < 1:
+            raise ValueError(f"global_grid must be a positive int; got {global_grid!r}")
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; valid choices are {list(NORMS)}")
         self.in_channels = in_channels
         self.out_channels: tuple[int, ...] = tuple(width * 2**i for i in range(len(blocks)))
         self.out_strides: tuple[int, ...] = tuple(2 ** (i + 1) for i in range(len(blocks)))
+        self.global_grid = global_grid
+        self.global_channels = self.out_channels[-1] * global_grid**2
         self.frozen = frozen
 
         if in_channels == 3:
@@ -185,7 +196,14 @@ class ResNetBackbone(nn.Module):
         for stage in self.stages:
             x = stage(x)
             maps.append(x)
-        return BackboneFeatures(maps=tuple(maps), pooled=x.mean(dim=(2, 3)))
+        if self.global_grid == 1:
+            return BackboneFeatures(maps=tuple(maps), pooled=x.mean(dim=(2, 3)))
+        if min(x.shape[-2:]) < self.global_grid:
+            raise ValueError(
+                f"the last map is {x.shape[-2]} x {x.shape[-1]}, smaller than global_grid {self.global_grid}; "
+                "use larger images or a smaller global_grid"
+            )
+        return BackboneFeatures(maps=tuple(maps), pooled=F.adaptive_avg_pool2d(x, self.global_grid).flatten(1))
 
     def _check_images(self, images: Tensor) -> None:
         if not isinstance(images, Tensor):

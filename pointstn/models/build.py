@@ -36,9 +36,10 @@ def build_model(config: ExperimentConfig) -> Reconstructor:
 
     model = config.model
     backbone = ResNetBackbone(
-        width=model.backbone.width, blocks=model.backbone.blocks, frozen=model.backbone.frozen, norm=model.backbone.norm
+        width=model.backbone.width, blocks=model.backbone.blocks, frozen=model.backbone.frozen, norm=model.backbone.norm,
+        global_grid=model.backbone.global_grid,
     )
-    pooled = backbone.out_channels[-1]
+    pooled = backbone.global_channels
     rig = Rig(image_size=config.data.image_size, fov_y_deg=model.rig.fov_y_deg,
               distance_range_m=(model.rig.distance_m, model.rig.distance_m))
     nominal = nominal_pose_from_rig(rig, elevation_deg=model.stn.nominal_elevation_deg, scale=model.stn.nominal_scale)
@@ -68,5 +69,5 @@ def build_model(config: ExperimentConfig) -> Reconstructor:
         )
     return Reconstructor(
         backbone=backbone, localization=localization, coarse_head=coarse_head, sampler=sampler, decoder=decoder,
-        image_size=config.data.image_size,
+        image_size=config.data.image_size, lattice=model.decoder.lattice if decoder is not None else 0,
     )

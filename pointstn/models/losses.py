@@ -27,17 +27,21 @@ class LossWeights:
     camera_frame: float = 1.0
     occupancy: float = 1.0
     rotation: float = 0.0
+    pose: float = 0.0
 
 
 @dataclass(frozen=True)
 class Targets:
     """Ground truth for a batch. points: (B, N, 3) canonical, metres, centred at the bbox centre;
-    points_camera: (B, N, 3) metres; rotation: (B, 3, 3); size: (B,) longest bbox edge in metres."""
+    points_camera: (B, N, 3) metres, the same points as `points` (x_cam = R x + t); rotation: (B, 3, 3);
+    size: (B,) longest bbox edge in metres; unique_rotation: (B,) bool, False for symmetric objects (their
+    pose term uses Chamfer), None = treat every sample as symmetric."""
 
     points: Tensor
     points_camera: Tensor
     rotation: Tensor
     size: Tensor
+    unique_rotation: Tensor | None = None
 
     @property
     def points_normalized(self) -> Tensor:
@@ -58,6 +62,24 @@ class LossTerms:
 
 def _chamfer(pred: Tensor, gt: Tensor, pred_lengths: Tensor | None) -> Tensor:
     return chamfer_distance(pred, gt, x_lengths=pred_lengths)[0]
+
+
+POSE_POINTS = 512  # about this many ground-truth points (every k-th: stored samples may be ordered by face)
+
+
+def pose_loss(output: ReconstructionOutput, targets: Targets) -> Tensor:
+    """Mean squared distance between the ground-truth surface under the predicted and under the true
+    transform, / size**2: by correspondence where the rotation is unique, else Chamfer (module docstring)."""
+    stride = max(1, targets.points.shape[1] // POSE_POINTS)
+    moved = output.transform.apply(targets.points_normalized[:, ::stride])
+    truth = targets.points_camera[:, ::stride]
+    size_sq = targets.size.square()
+    matched = (moved - truth).square().sum(dim=-1).mean(dim=-1)
+    symmetric = chamfer_distance(moved, truth, batch_reduction=None)[0] / 2
+    unique = targets.unique_rotation
+    if unique is None:
+        unique = torch.zeros_like(size_sq, dtype=torch.bool)
+    return (torch.where(unique, matched, symmetric) / size_sq).mean()
 
 
 def reconstruction_loss(output: ReconstructionOutput, targets: Targets, weights: LossWeights) -> LossTerms:
@@ -86,6 +108,9 @@ def reconstruction_loss(output: ReconstructionOutput, targets: Targets, weights:
         if bce:
             terms["occupancy"] = torch.stack(bce).mean()
             total = total + weights.occupancy * terms["occupancy"]
+    if weights.pose > 0:
+        terms["pose"] = pose_loss(output, targets)
+        total = total + weights.pose * terms["pose"]
     terms["rotation_deg"] = torch.rad2deg(geodesic_angle(output.transform.rotation, targets.rotation)).mean()
     if weights.rotation > 0:
         total = total + weights.rotation * torch.deg2rad(terms["rotation_deg"])

@@ -3,6 +3,13 @@
 images (B,3,S,S) -> backbone -> localization (T = R, s, t) and coarse head (canonical cloud)
 -> 3D sampler (image features at the coarse points, through T) -> decoder (sparse | dense | none)
 -> fine canonical cloud -> T -> camera-frame cloud. Built by `pointstn.models.build.build_model`.
+
+Query lattice (`lattice` g > 0). The decoder only sees image features where its input points are. The
+coarse cloud concentrates where the global branch believes the object is, so the rest of the cube --
+where hidden sides must be grown and false surfaces pruned -- has no image evidence. With a lattice,
+the centres of a g x g x g grid over the normalized cube join the coarse points as query points: the
+sampler lifts image features to every region (through T, so a region's features say whether it
+projects onto the object), and the decoder's occupancy heads can carve with them.
 """
 
 from __future__ import annotations
@@ -37,17 +44,26 @@ class ReconstructionOutput:
     levels: tuple[LevelOutput, ...]
 
 
+def lattice_points(size: int) -> Tensor:
+    """(size**3, 3) float32 centres of a size^3 grid over the normalized cube [-0.5, 0.5]^3 ((0, 3) for 0)."""
+    centres = (torch.arange(size, dtype=torch.float32) + 0.5) / max(size, 1) - 0.5
+    return torch.cartesian_prod(centres, centres, centres).reshape(-1, 3)
+
+
 class Reconstructor(nn.Module):
     """Single-image point-cloud reconstruction; stages are given ready-built (see build.py)."""
 
     def __init__(self, *, backbone: nn.Module, localization: nn.Module, coarse_head: nn.Module,
-                 sampler: nn.Module | None, decoder: nn.Module | None, image_size: int):
+                 sampler: nn.Module | None, decoder: nn.Module | None, image_size: int, lattice: int = 0):
         super().__init__()
         if (sampler is None) != (decoder is None):
             raise ValueError("sampler and decoder come together (decoder 'none' has neither)")
+        if not isinstance(lattice, int) or lattice < 0:
+            raise ValueError(f"lattice must be an int >= 0 (0: no query lattice); got {lattice!r}")
         self.backbone, self.localization, self.coarse_head = backbone, localization, coarse_head
         self.sampler, self.decoder = sampler, decoder
         self.image_size = image_size
+        self.register_buffer("lattice", lattice_points(lattice), persistent=False)
 
     def check_images(self, images: Tensor) -> None:
         """Clear errors for inputs the model cannot use (the rig fixes the input size)."""
@@ -73,9 +89,12 @@ class Reconstructor(nn.Module):
         if self.decoder is None:
             points, lengths, levels = coarse, torch.full((batch,), coarse.shape[1], device=coarse.device), ()
         else:
-            point_features = self.sampler(coarse, transform, features.maps)
+            queries = coarse
+            if self.lattice.numel():
+                queries = torch.cat((coarse, self.lattice.to(coarse.dtype).expand(batch, -1, -1)), dim=1)
+            point_features = self.sampler(queries, transform, features.maps)
             targets = None if gt_points is None else self.decoder.occupancy_targets(gt_points, gt_lengths)
-            decoded: DecoderOutput = self.decoder(coarse, point_features.features, targets=targets)
+            decoded: DecoderOutput = self.decoder(queries, point_features.features, targets=targets)
             points, lengths, levels = decoded.points, decoded.lengths, decoded.levels
         return ReconstructionOutput(
             points=points,

@@ -46,7 +46,8 @@ class SimilarityTransform:
 
 @dataclass(frozen=True)
 class BackboneFeatures:
-    """maps: per stage (B, C_i, H_i, W_i), finest first; pooled: (B, C_last) global mean of the last map."""
+    """maps: per stage (B, C_i, H_i, W_i), finest first; pooled: (B, C_last * g**2) the last map
+    average-pooled to g x g cells and flattened (g = the backbone's global_grid; 1 = the global mean)."""
 
     maps: tuple[Tensor, ...]
     pooled: Tensor

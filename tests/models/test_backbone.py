@@ -195,3 +195,27 @@ def test_bad_constructor_arguments():
         ResNetBackbone(blocks=(1, 0))
     with pytest.raises(ValueError, match="width must be >= 1"):
         ResNetBackbone(width=0)
+
+
+@pytest.mark.parametrize("grid", [2, 4])
+def test_global_grid_pools_cells_of_the_last_map(grid):
+    torch.manual_seed(0)
+    model = ResNetBackbone(width=8, global_grid=grid).double()
+    features = model(torch.rand(2, 3, 64, 64, dtype=torch.float64))
+    last = features.maps[-1]  # (2, 64, 4, 4)
+    cell = last.shape[-1] // grid
+    expected = torch.stack([
+        torch.stack([last[b, :, i * cell:(i + 1) * cell, j * cell:(j + 1) * cell].mean(dim=(1, 2))
+                     for i in range(grid) for j in range(grid)], dim=1).reshape(-1)
+        for b in range(2)
+    ])
+    assert model.global_channels == 64 * grid * grid == features.pooled.shape[1]
+    torch.testing.assert_close(features.pooled, expected, rtol=0, atol=1e-12)
+
+
+def test_global_grid_larger_than_the_last_map_is_a_clear_error():
+    model = ResNetBackbone(width=4, global_grid=8)
+    with pytest.raises(ValueError, match="smaller than global_grid 8"):
+        model(torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="global_grid must be a positive int"):
+        ResNetBackbone(global_grid=0)

@@ -87,3 +87,61 @@ def test_non_finite_loss_names_its_terms():
     out = ReconstructionOutput(**{**out.__dict__, "levels": (broken,)})
     with pytest.raises(FloatingPointError, match="non-finite loss: .*occupancy=nan"):
         reconstruction_loss(out, targets, LossWeights())
+
+
+def naive_pose(out, targets, unique):
+    """Loop reference: the true surface under both transforms, by correspondence or Chamfer / 2, / size**2."""
+    values = []
+    for b in range(targets.points.shape[0]):
+        canonical = targets.points[b] / targets.size[b]
+        moved = out.transform.scale[b] * canonical @ out.transform.rotation[b].T + out.transform.translation[b]
+        truth = targets.points_camera[b]
+        if unique[b]:
+            value = ((moved - truth) ** 2).sum(-1).mean()
+        else:
+            value = naive_chamfer(moved, truth) / 2
+        values.append(value / targets.size[b] ** 2)
+    return sum(values) / len(values)
+
+
+@pytest.mark.parametrize("unique", [(True, False), (False, True), None])
+def test_pose_term_matches_reference_values_and_gradients(unique):
+    out, targets = make_case(with_decoder=False)
+    rotation = out.transform.rotation.clone().requires_grad_(True)
+    translation = out.transform.translation.clone().requires_grad_(True)
+    transform = SimilarityTransform(rotation, out.transform.scale, translation)
+    out = ReconstructionOutput(points=out.points, lengths=out.lengths, points_camera=out.points_camera,
+                               transform=transform, coarse=out.coarse, coarse_camera=out.coarse_camera, levels=())
+    flags = None if unique is None else torch.tensor(unique)
+    targets = Targets(points=targets.points, points_camera=targets.points_camera, rotation=targets.rotation,
+                      size=targets.size, unique_rotation=flags)
+    loss = reconstruction_loss(out, targets, LossWeights(pose=1.0, chamfer_coarse=0.0))
+    expected = naive_pose(out, targets, (False, False) if unique is None else unique)
+    torch.testing.assert_close(loss.terms["pose"], expected, rtol=1e-10, atol=0)
+    got = torch.autograd.grad(loss.total, (rotation, translation))
+    want = torch.autograd.grad(expected, (rotation, translation))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-12)
+
+
+def test_pose_term_is_zero_at_the_true_pose_and_symmetric_equivalents_cost_nothing():
+    g = torch.Generator().manual_seed(3)
+    theta = torch.linspace(0, 2 * math.pi, 65, dtype=torch.float64)[:-1]
+    ring = torch.stack((0.5 * torch.cos(theta), 0.5 * torch.sin(theta), torch.zeros_like(theta)), -1)[None]
+    size = torch.tensor([1.0], dtype=torch.float64)
+    true_rotation = axis_angle_to_matrix(torch.rand(1, 3, generator=g, dtype=torch.float64))
+    t = torch.tensor([[0.0, 0.0, 2.0]], dtype=torch.float64)
+    camera = ring @ true_rotation.transpose(1, 2) + t
+    spun = true_rotation @ axis_angle_to_matrix(torch.tensor([[0.0, 0.0, 2 * math.pi / 64 * 5]], dtype=torch.float64))
+
+    def pose(rotation, unique):
+        transform = SimilarityTransform(rotation, size, t)
+        out = ReconstructionOutput(points=ring, lengths=torch.tensor([64]), points_camera=ring, transform=transform,
+                                   coarse=ring, coarse_camera=ring, levels=())
+        targets = Targets(points=ring, points_camera=camera, rotation=true_rotation, size=size,
+                          unique_rotation=torch.tensor([unique]))
+        return float(reconstruction_loss(out, targets, LossWeights(pose=1.0)).terms["pose"])
+
+    assert pose(true_rotation, True) < 1e-20 and pose(true_rotation, False) < 1e-20
+    assert pose(spun, False) < 1e-20  # a symmetric ring turned about its axis by whole sample steps: same surface
+    assert pose(spun, True) > 0.05  # by correspondence the same turn costs

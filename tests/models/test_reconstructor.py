@@ -119,3 +119,23 @@ def test_smoke_config_overfits_a_handful_of_samples(tiny_dataset):
     chamfer = [sum(v for k, v in h.items() if k.startswith("chamfer")) for h in history]
     assert min(chamfer[-5:]) < chamfer[0] / 5, chamfer[::10]
     assert history[-1]["occupancy"] < history[0]["occupancy"] * 0.8
+
+
+def test_query_lattice_reaches_the_decoder_with_image_features():
+    torch.manual_seed(0)
+    model = build_model(smoke("model.decoder.lattice=4"))
+    assert model.lattice.shape == (64, 3) and torch.equal(torch.unique(model.lattice), torch.tensor([-0.375, -0.125,
+                                                                                                      0.125, 0.375]))
+    seen = {}
+    model.sampler.register_forward_hook(lambda module, args, out: seen.update(points=args[0], features=out.features))
+    images = torch.rand(2, 3, 64, 64, requires_grad=True)
+    out = model(images, gt_points=torch.rand(2, 300, 3) - 0.5)
+    assert seen["points"].shape == (2, 128 + 64, 3)
+    torch.testing.assert_close(seen["points"][:, 128:], model.lattice.expand(2, -1, -1))
+    # the lattice's features depend on the image (lifted through T), and training signal reaches the image
+    grad = torch.autograd.grad(seen["features"][:, 128:].square().sum(), images, retain_graph=True)[0]
+    assert grad.abs().sum() > 0
+    assert torch.isfinite(out.points).all()
+    with pytest.raises(ValueError, match="lattice must be an int >= 0"):
+        type(model)(backbone=model.backbone, localization=model.localization, coarse_head=model.coarse_head,
+                    sampler=model.sampler, decoder=model.decoder, image_size=64, lattice=-1)
