@@ -72,6 +72,10 @@ class DecoderConfig:
     points_per_voxel: int = param(4, min=1, max=64, help="K offset points emitted per kept voxel")
     prune_threshold: float = param(0.5, min=0.0, max=1.0, help="occupancy probability below which voxels are dropped")
     lattice: int = param(0, min=0, max=64, help="g: a g^3 lattice of query points joins the coarse cloud (0 = none)")
+    target_frame: Literal["canonical", "predicted"] = param(
+        "canonical", help="frame of the occupancy labels: the true canonical one, or the one the STN predicted"
+    )
+    voxel_floor: float = param(0.5, min=0.0, max=8.0, help="every level keeps at least ceil(f * r^2) voxels per sample")
 
     def __post_init__(self) -> None:
         levels = len(self.channels)

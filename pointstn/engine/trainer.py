@@ -242,7 +242,10 @@ def _train(config, run_dir, context, checkpoint, time_limit_minutes, progress) -
                 targets = Targets(points=batch.points, points_camera=batch.points_camera, rotation=batch.rotation,
                                   size=batch.extents.max(dim=1).values,
                                   unique_rotation=unique_rotation[batch.object_index])
-                output = network(batch.image, gt_points=targets.points_normalized)
+                if config.model.decoder.target_frame == "predicted":
+                    output = network(batch.image, gt_points_camera=targets.points_camera)
+                else:
+                    output = network(batch.image, gt_points=targets.points_normalized)
                 try:
                     loss = reconstruction_loss(output, targets, weights)
                 except FloatingPointError as exc:

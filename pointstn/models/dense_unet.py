@@ -18,7 +18,7 @@ No convolution has a bias (each is followed by `ChannelNorm`, the per-voxel laye
 decoder). Each `LevelOutput` lists *all* B * r^3 voxels of its level in lexicographic [b, i, j, k]
 order (`logits` is the level's (B, 1, r, r, r) logit grid flattened). The output cloud comes from the
 finest level's voxels chosen by the sparse decoder's rule (`keep_voxels`: above `prune_threshold`,
-in training also the ground-truth voxels; each sample's top voxel; at most ceil(voxel_budget * R**2)
+in training also the ground-truth voxels; each sample's top ceil(voxel_floor * R**2); at most ceil(voxel_budget * R**2)
 per sample) through the same point head.
 """
 
@@ -41,6 +41,7 @@ from pointstn.models.sparse_unet import (
     init_occupancy_head,
     keep_voxels,
     level_caps,
+    level_floors,
     occupancy_targets,
     prune_threshold_logit,
 )
@@ -68,16 +69,18 @@ class DenseUNetDecoder(nn.Module):
         points_per_voxel: int = 4,
         prune_threshold: float = 0.5,
         voxel_budget: float = 8.0,
+        voxel_floor: float = 0.0,
     ):
         super().__init__()
         self.resolutions = check_decoder_arguments(
             in_channels=in_channels, channels=channels, resolution=resolution, points_per_voxel=points_per_voxel,
-            prune_threshold=prune_threshold, voxel_budget=voxel_budget,
+            prune_threshold=prune_threshold, voxel_budget=voxel_budget, voxel_floor=voxel_floor,
         )  # fmt: skip
         c = tuple(channels)
         self.in_channels, self.channels, self.resolution = in_channels, c, resolution
         self.points_per_voxel, self.prune_threshold = points_per_voxel, prune_threshold
         self.caps = level_caps(resolutions=self.resolutions, voxel_budget=voxel_budget)
+        self.floors = level_floors(resolutions=self.resolutions, voxel_floor=voxel_floor)
         levels = len(c)
         self.stem = _conv3(in_channels, c[0])
         self.down = nn.ModuleList(
@@ -127,6 +130,7 @@ class DenseUNetDecoder(nn.Module):
         keep = keep_voxels(
             finest.coords[:, 0], finest.logits, occupied,
             threshold_logit=prune_threshold_logit(self.prune_threshold), cap=self.caps[0], batch_size=batch,
+            floor=self.floors[0],
         )  # fmt: skip
         kept = finest.coords[keep]  # lexicographic order
         b, i, j, k = kept.long().unbind(dim=1)

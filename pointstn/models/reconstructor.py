@@ -50,6 +50,25 @@ def lattice_points(size: int) -> Tensor:
     return torch.cartesian_prod(centres, centres, centres).reshape(-1, 3)
 
 
+def targets_in_predicted_frame(points_camera: Tensor, transform: SimilarityTransform) -> tuple[Tensor, Tensor]:
+    """(B, N, 3) camera-frame ground truth -> (points (B, N, 3), lengths (B,)) in the normalized frame of the
+    *predicted* transform (detached), the points inside [-0.5, 0.5]^3 first.
+
+    The decoder sees image features lifted through the predicted T and its output is mapped back by the
+    same T, so labelling its occupancy in T's frame asks it for exactly what the camera-frame output
+    needs, whatever T's error; with the true T this equals the canonical ground truth. Points the
+    frame cannot hold (outside the cube, when the predicted scale is too small) are left out; a sample
+    with none inside keeps its point nearest the cube, clamped onto it.
+    """
+    with torch.no_grad():
+        local = transform.detach().inverse_apply(points_camera.detach())
+        excess = (local.abs() - 0.5).amax(dim=-1)  # (B, N) > 0 outside the cube
+        order = torch.argsort(excess, dim=1, stable=True)
+        local = torch.gather(local, 1, order[..., None].expand(-1, -1, 3)).clamp(-0.5, 0.5)
+        lengths = (excess <= 0).sum(dim=1).clamp(min=1)
+    return local, lengths
+
+
 class Reconstructor(nn.Module):
     """Single-image point-cloud reconstruction; stages are given ready-built (see build.py)."""
 
@@ -77,10 +96,12 @@ class Reconstructor(nn.Module):
         if not images.is_floating_point() or not torch.isfinite(images).all():
             raise ValueError("images must be finite floating-point values in [0, 1]")
 
-    def forward(self, images: Tensor, gt_points: Tensor | None = None, gt_lengths: Tensor | None = None
-                ) -> ReconstructionOutput:
-        """images: (B, 3, S, S) in [0, 1]. gt_points: optional (B, N, 3) normalized canonical ground
-        truth, used only to label the decoder's occupancy at every level (training)."""
+    def forward(self, images: Tensor, gt_points: Tensor | None = None, gt_lengths: Tensor | None = None, *,
+                gt_points_camera: Tensor | None = None) -> ReconstructionOutput:
+        """images: (B, 3, S, S) in [0, 1]. Ground truth, optional, used only to label the decoder's
+        occupancy at every level (training): gt_points (B, N, 3) in the normalized canonical frame, or
+        gt_points_camera (B, N, 3) in metres, which is brought into the frame the model predicted
+        (`targets_in_predicted_frame`)."""
         self.check_images(images)
         features = self.backbone(images)
         transform: SimilarityTransform = self.localization(features.pooled)
@@ -93,7 +114,11 @@ class Reconstructor(nn.Module):
             if self.lattice.numel():
                 queries = torch.cat((coarse, self.lattice.to(coarse.dtype).expand(batch, -1, -1)), dim=1)
             point_features = self.sampler(queries, transform, features.maps)
-            targets = None if gt_points is None else self.decoder.occupancy_targets(gt_points, gt_lengths)
+            targets = None
+            if gt_points_camera is not None:
+                targets = self.decoder.occupancy_targets(*targets_in_predicted_frame(gt_points_camera, transform))
+            elif gt_points is not None:
+                targets = self.decoder.occupancy_targets(gt_points, gt_lengths)
             decoded: DecoderOutput = self.decoder(queries, point_features.features, targets=targets)
             points, lengths, levels = decoded.points, decoded.lengths, decoded.levels
         return ReconstructionOutput(

@@ -26,7 +26,9 @@ Pruning at every level (`keep_voxels`): inference keeps voxels with occupancy pr
 `prune_threshold`; training keeps (predicted OR ground-truth occupied), as generative sparse
 decoders do (Gwak et al., "Generative Sparse Detection Networks"; MinkowskiEngine's completion
 example), so every level sees the true structure while its head learns. Always: each sample keeps its
-highest-scoring voxel (so every sample yields a cloud), and at most `ceil(voxel_budget * r**2)`
+`ceil(voxel_floor * r**2)` highest-scoring voxels (at least one, so every sample yields a cloud; a
+floor keeps one level's under-confident head from starving every finer level, since a pruned voxel's
+children are never proposed), and at most `ceil(voxel_budget * r**2)`
 voxels per sample at a level of resolution r (the highest-scoring first; in training ground-truth
 voxels rank first), which bounds memory: a closed surface spanning the unit cube occupies about
 6 r^2 voxels. The occupancy heads start from a prior probability `OCCUPANCY_PRIOR` (bias init as in
@@ -86,7 +88,7 @@ def decoder_resolutions(*, resolution: int, levels: int) -> tuple[int, ...]:
 
 def check_decoder_arguments(
     *, in_channels: int, channels: Sequence[int], resolution: int, points_per_voxel: int,
-    prune_threshold: float, voxel_budget: float,
+    prune_threshold: float, voxel_budget: float, voxel_floor: float = 0.0,
 ) -> tuple[int, ...]:  # fmt: skip
     """Validate the constructor arguments both decoders share; returns the resolutions (finest first)."""
     for name, value in (("in_channels", in_channels), ("points_per_voxel", points_per_voxel), *(
@@ -98,6 +100,8 @@ def check_decoder_arguments(
         raise ValueError(f"prune_threshold is a probability in [0, 1], got {prune_threshold}")
     if not voxel_budget > 0:
         raise ValueError(f"voxel_budget must be > 0 (voxels per r**2 per sample), got {voxel_budget}")
+    if not 0 <= voxel_floor <= voxel_budget:
+        raise ValueError(f"voxel_floor must be in [0, voxel_budget = {voxel_budget}], got {voxel_floor}")
     return decoder_resolutions(resolution=resolution, levels=len(channels))
 
 
@@ -149,14 +153,20 @@ def level_caps(*, resolutions: Sequence[int], voxel_budget: float) -> tuple[int,
     return tuple(max(1, math.ceil(voxel_budget * r * r)) for r in resolutions)
 
 
+def level_floors(*, resolutions: Sequence[int], voxel_floor: float) -> tuple[int, ...]:
+    """Fewest voxels a sample keeps at each level (when it has them): max(1, ceil(voxel_floor * r**2))."""
+    return tuple(max(1, math.ceil(voxel_floor * r * r)) for r in resolutions)
+
+
 def keep_voxels(
-    batch_index: Tensor, logits: Tensor, occupied: Tensor | None, *, threshold_logit: float, cap: int, batch_size: int
+    batch_index: Tensor, logits: Tensor, occupied: Tensor | None, *, threshold_logit: float, cap: int, batch_size: int,
+    floor: int = 1,
 ) -> Tensor:
-    """The voxels a level keeps (module docstring): wanted ones, capped per sample, plus each sample's top voxel.
+    """The voxels a level keeps (module docstring): wanted ones, capped per sample, plus each sample's top `floor`.
 
     Each sample's voxels are ranked by (ground-truth occupied first when `occupied` is given, then
     logit, highest first); the wanted voxels (logit > threshold, or occupied) form a prefix of that
-    ranking. A sample keeps its first max(1, min(cap, wanted)) voxels.
+    ranking. A sample keeps its first max(floor, min(cap, wanted)) voxels (all, when it has fewer).
 
     Args:
         batch_index: (N,) integer sample of each voxel.
@@ -165,6 +175,7 @@ def keep_voxels(
         threshold_logit: voxels with logit > this are wanted.
         cap: at most this many voxels per sample (>= 1).
         batch_size: B.
+        floor: at least this many per sample (>= 1; the top-ranked ones), even when not wanted.
 
     Returns:
         (N,) bool; every sample with at least one voxel keeps at least one. Vectorized (two stable
@@ -182,7 +193,7 @@ def keep_voxels(
     counts = torch.bincount(batch, minlength=batch_size)
     rank = torch.empty_like(batch)
     rank[order] = torch.arange(batch.numel(), device=batch.device) - (torch.cumsum(counts, 0) - counts)[batch[order]]
-    return (wanted & (rank < cap)) | (rank == 0)
+    return (wanted & (rank < cap)) | (rank < max(1, floor))
 
 
 class ChannelNorm(nn.Module):
@@ -246,6 +257,7 @@ class SparseUNetDecoder(nn.Module):
         points_per_voxel: K output points per kept finest voxel.
         prune_threshold: occupancy probability a voxel must exceed to be kept at inference.
         voxel_budget: a sample keeps at most ceil(voxel_budget * r**2) voxels at a level of resolution r.
+        voxel_floor: and at least ceil(voxel_floor * r**2) (its highest-scoring; at least 1).
     """
 
     def __init__(
@@ -257,16 +269,18 @@ class SparseUNetDecoder(nn.Module):
         points_per_voxel: int = 4,
         prune_threshold: float = 0.5,
         voxel_budget: float = 8.0,
+        voxel_floor: float = 0.0,
     ):
         super().__init__()
         self.resolutions = check_decoder_arguments(
             in_channels=in_channels, channels=channels, resolution=resolution, points_per_voxel=points_per_voxel,
-            prune_threshold=prune_threshold, voxel_budget=voxel_budget,
+            prune_threshold=prune_threshold, voxel_budget=voxel_budget, voxel_floor=voxel_floor,
         )  # fmt: skip
         c = tuple(channels)
         self.in_channels, self.channels, self.resolution = in_channels, c, resolution
         self.points_per_voxel, self.prune_threshold = points_per_voxel, prune_threshold
         self.caps = level_caps(resolutions=self.resolutions, voxel_budget=voxel_budget)
+        self.floors = level_floors(resolutions=self.resolutions, voxel_floor=voxel_floor)
         levels = len(c)
         self.stem = _subm_block(in_channels, c[0], "enc0")
         self.down = nn.ModuleList(
@@ -319,7 +333,7 @@ class SparseUNetDecoder(nn.Module):
             occupied = None if targets is None else is_occupied(x.indices, targets.levels[level], resolution=resolution)
             keep = keep_voxels(
                 x.indices[:, 0], logits, occupied if self.training else None,
-                threshold_logit=threshold, cap=self.caps[level], batch_size=batch,
+                threshold_logit=threshold, cap=self.caps[level], batch_size=batch, floor=self.floors[level],
             )  # fmt: skip
             labels = None if occupied is None else occupied.to(logits.dtype)
             levels[level] = LevelOutput(coords=x.indices, logits=logits, targets=labels, resolution=resolution)

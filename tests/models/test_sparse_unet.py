@@ -66,7 +66,7 @@ def dense_block(x, mask, conv_weight, norm, *, padding=1, stride=1):
     return torch.relu(norm(y)) * mask
 
 
-def naive_keep(candidates, logits, occupied, threshold, cap, batch_size):
+def naive_keep(candidates, logits, occupied, threshold, cap, batch_size, floor=1):
     """candidates: list of (b, i, j, k); returns the kept subset as a set."""
     kept = set()
     for b in range(batch_size):
@@ -75,7 +75,7 @@ def naive_keep(candidates, logits, occupied, threshold, cap, batch_size):
             continue
         rows.sort(key=lambda row: (not row[2], -row[1]))
         wanted = sum(1 for _, logit, occ in rows if occ or logit > threshold)
-        kept.update(site for site, _, _ in rows[: max(1, min(cap, wanted))])
+        kept.update(site for site, _, _ in rows[: max(floor, min(cap, wanted))])
     return kept
 
 
@@ -120,7 +120,7 @@ def dense_reference(model, points, features, lengths, gt_points, *, training):
         occupied = [s in gt_sets[level] for s in sites]
         levels[level] = (sites, logits, occupied)
         kept = naive_keep(sites, logits.tolist(), occupied if training else [False] * len(sites),
-                          threshold, model.caps[level], B)  # fmt: skip
+                          threshold, model.caps[level], B, model.floors[level])  # fmt: skip
         mask = torch.zeros_like(mask)
         for b, i, j, k in kept:
             mask[b, 0, i, j, k] = 1
@@ -163,10 +163,12 @@ def reference_loss(levels, clouds, model) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("floor", [0.0, 0.2], ids=["floor1", "floor0.2"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_matches_dense_reference_values_and_gradients(training):
+def test_matches_dense_reference_values_and_gradients(training, floor):
     torch.manual_seed(0)
-    model = SparseUNetDecoder(in_channels=3, channels=(4, 5), resolution=8, points_per_voxel=2, voxel_budget=0.6)
+    model = SparseUNetDecoder(in_channels=3, channels=(4, 5), resolution=8, points_per_voxel=2, voxel_budget=0.6,
+                              voxel_floor=floor)
     model = model.double().train(training)
     randomize_parameters(model, seed=1)
     points, features = random_inputs(batch=3, points=40, channels=3, seed=2)
@@ -279,10 +281,11 @@ def test_keep_voxels_matches_naive_rule():
         logits = torch.randn(n, generator=g, dtype=torch.float64)
         occupied = torch.rand(n, generator=g) < 0.3 if trial % 2 else None
         cap = int(torch.randint(1, 8, (1,), generator=g))
-        keep = keep_voxels(batch_index, logits, occupied, threshold_logit=0.3, cap=cap, batch_size=batch)
+        floor = int(torch.randint(1, cap + 1, (1,), generator=g)) if trial % 3 else 1
+        keep = keep_voxels(batch_index, logits, occupied, threshold_logit=0.3, cap=cap, batch_size=batch, floor=floor)
         sites = [(int(b), row) for row, b in enumerate(batch_index)]
         expected = naive_keep(
-            sites, logits.tolist(), [False] * n if occupied is None else occupied.tolist(), 0.3, cap, batch
+            sites, logits.tolist(), [False] * n if occupied is None else occupied.tolist(), 0.3, cap, batch, floor
         )
         assert set(keep.nonzero()[:, 0].tolist()) == {row for _, row in expected}
 
