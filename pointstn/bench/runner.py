@@ -7,7 +7,9 @@ A suite is a module with:
   "contenders": [{"name", "warmup", "repeats"}, ...]};
 - `measure(contender, params, *, warmup, repeats, memory) -> dict` (runs in the child process,
   see `pointstn.bench.worker`), returning at least {"times_s": [...]} plus suite-specific checks;
-- `markdown(report: dict) -> str`: the suite's section of docs/BENCHMARKS.md.
+- `markdown(report: dict) -> str`: the suite's section of docs/BENCHMARKS.md;
+- optionally `figure(report: dict, *, out_md: Path) -> Path`: draws a PNG next to the Markdown file
+  and returns its path; `markdown` then finds its file name in `report["figure"]`.
 
 For every case, each round runs every contender once, each in a fresh `python -m
 pointstn.bench.worker` process (inputs allocated, warm-up, then timed repeats); the contender order
@@ -28,9 +30,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pointstn.bench import chamfer, data, decoder
+from pointstn.bench import chamfer, data, decoder, model, predict, scaling
 
-SUITES = {"chamfer": chamfer, "decoder": decoder, "data": data}
+SUITES = {"chamfer": chamfer, "decoder": decoder, "data": data, "model": model, "predict": predict,
+          "scaling": scaling}
 
 
 def run(
@@ -70,8 +73,10 @@ def run(
         _merge_json(Path(out_json), report)
     if out_md is not None:
         for name in suites:
-            section = SUITES[name].markdown({"environment": env, **report["suites"][name]})
-            write_section(Path(out_md), name, section)
+            section = {"environment": env, **report["suites"][name]}
+            if hasattr(SUITES[name], "figure"):  # a plot beside the Markdown, linked by a relative name
+                section["figure"] = SUITES[name].figure(section, out_md=Path(out_md)).name
+            write_section(Path(out_md), name, SUITES[name].markdown(section))
     return report
 
 
