@@ -50,7 +50,14 @@ def _one_line(message: object) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `pointstn` and of the scripts in tools/. Returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes a command's key=value overrides only right after its positional arguments; accept them
+    # after options too (`pointstn train CONFIG --out DIR train.lr=1e-4`), and nothing else unknown
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return int(COMMANDS[args.command].run(args) or 0)

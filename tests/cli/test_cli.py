@@ -60,3 +60,14 @@ def test_scripts_run_from_any_directory(tmp_path):
     result = _run_script("benchmark.py", "--suite", "nonsense", cwd=tmp_path)
     assert result.returncode == EXIT_USER_ERROR
     assert result.stderr.strip() == "pointstn benchmark: error: unknown benchmark suite 'nonsense'; valid: all, chamfer, decoder, model, data, predict, scaling"
+
+
+def test_overrides_may_follow_options(capsys):
+    from pointstn.cli.main import main
+
+    config = str(REPO / "configs" / "smoke.yaml")
+    assert main(["config", config, "--kind", "experiment", "train.lr=0.0005"]) == 0
+    assert "lr: 0.0005" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["config", config, "--kind", "experiment", "--bogus-option"])
+    assert exc.value.code == 2 and "unrecognized arguments: --bogus-option" in capsys.readouterr().err
