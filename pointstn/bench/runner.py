@@ -30,9 +30,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pointstn.bench import chamfer, data, decoder, model, predict, scaling
+from pointstn.bench import chamfer, data, decoder, memory, model, predict, scaling
 
-SUITES = {"chamfer": chamfer, "decoder": decoder, "data": data, "model": model, "predict": predict,
+SUITES = {"chamfer": chamfer, "decoder": decoder, "data": data, "model": model, "predict": predict, "memory": memory,
           "scaling": scaling}
 
 

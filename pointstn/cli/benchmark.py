@@ -9,7 +9,7 @@ from pointstn.errors import PointstnError
 
 HELP = "run benchmark suites (contenders side by side, each case in a fresh process)"
 # Every suite the project plans; those missing from pointstn.bench.runner.SUITES are not built yet.
-PLANNED_SUITES = ("chamfer", "decoder", "model", "data", "predict", "scaling")
+PLANNED_SUITES = ("chamfer", "decoder", "model", "data", "predict", "scaling", "memory")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,8 @@ view --view (metres, like predictions; --frame canonical keeps the object frame)
 its own files; with --compare, all sources and the compared clouds also share one HTML page and one
 PNG figure (<name>.html/.png), each cloud in its own colour. Format "image" writes the dataset
 view's RGB image (to run `pointstn predict` on it). A source that fails is reported and skipped
-(exit code 1); none of its files are left behind.
+(exit code 1); none of its files are left behind, and files of an earlier export under the same
+names stay as they were (`pointstn.io.staged`: staged, then moved into place together).
 """
 
 from __future__ import annotations
@@ -135,8 +136,9 @@ def _writers(source: Source, out: Path, formats: tuple[str, ...]):
 
 def run(args: argparse.Namespace) -> int:
     from pointstn.cli.predict import prepare_output_folder
-    from pointstn.inference.outputs import parse_formats, write_all_or_nothing, write_png_figure
+    from pointstn.inference.outputs import parse_formats, write_png_figure
     from pointstn.io.html import ViewerCloud, write_cloud_viewer
+    from pointstn.io.staged import write_all_or_nothing
 
     formats = parse_formats(args.format, EXPORT_FORMATS)
     if (args.dataset is None) != (args.object is None):

@@ -1,6 +1,9 @@
 """YAML config files: one optional `_base_`, `a.b=value` overrides, dump and reload.
 
 Rules (STYLE.md): `yaml.safe_load` semantics only (no Python tags), duplicate keys are errors,
+a document may expand to at most MAX_YAML_NODES nodes (aliases counted each time they are used: an
+"exponential entity" / billion-laughs file is refused before it is built) nested at most
+MAX_YAML_DEPTH deep, recursive aliases are refused,
 `_base_` is a single path resolved relative to the file that names it (chains allowed, cycles
 are errors), mappings merge key by key and every other value replaces the base's value. Relative
 paths *inside* configs (e.g. `data.root`) are relative to the current directory, as on a command line.
@@ -8,9 +11,11 @@ paths *inside* configs (e.g. `data.root`) are relative to the current directory,
 
 from __future__ import annotations
 
+import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -18,6 +23,8 @@ from pointstn.config.convert import ConfigError, field_type, from_dict, to_dict
 
 T = TypeVar("T")
 BASE_KEY = "_base_"
+MAX_YAML_NODES = 100_000  # scalars + lists + mappings of one document, aliases expanded
+MAX_YAML_DEPTH = 64  # nesting of lists and mappings (a real config nests 3-4 deep)
 
 
 class _StrictSafeLoader(yaml.SafeLoader):
@@ -42,14 +49,57 @@ def _construct_mapping(loader: _StrictSafeLoader, node: yaml.MappingNode, deep: 
 _StrictSafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def _check_node_graph(root: yaml.Node, source: str) -> None:
+    """Refuse documents that would expand past MAX_YAML_NODES or MAX_YAML_DEPTH, or contain themselves.
+
+    Walks the composed node graph the way construction and every later pass over the data would (an
+    alias is visited again each time it is used), iteratively, stopping at the first limit.
+    """
+    visited, on_path = 0, set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(node))
+            continue
+        visited += 1
+        if visited > MAX_YAML_NODES:
+            raise ConfigError(f"{source}: refused: the YAML expands to more than {MAX_YAML_NODES} values "
+                              "(anchors and aliases multiply it; MAX_YAML_NODES in pointstn/config/load.py)")
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"{source}: refused: YAML nested deeper than {MAX_YAML_DEPTH} levels "
+                              "(MAX_YAML_DEPTH in pointstn/config/load.py)")
+        if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+            if id(node) in on_path:
+                raise ConfigError(f"{source}: line {node.start_mark.line + 1}: refused: an alias refers to a "
+                                  "value that contains it (recursive YAML)")
+            on_path.add(id(node))
+            stack.append((node, depth, True))
+            children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+            stack.extend((child, depth + 1, False) for child in reversed(children))
+
+
 def _parse_yaml(text: str, source: str) -> Any:
+    loader = None
     try:
-        return yaml.load(text, Loader=_StrictSafeLoader)  # noqa: S506 - a SafeLoader subclass
+        loader = _StrictSafeLoader(text)  # the reader already refuses control characters here
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_node_graph(node, source)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line
         raise ConfigError(f"{source}:{where} cannot be parsed as safe YAML: {problem}".replace(":  ", ": ")) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: refused: YAML nested too deeply to parse") from None
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of more than 4300 digits, an impossible date
+        raise ConfigError(f"{source}: cannot be parsed as safe YAML: {' '.join(str(exc).split())[:200]}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def _read_file(path: Path) -> dict:
@@ -124,7 +174,7 @@ def _is_text_type(tp: Any) -> bool:
         return True
     if origin is typing.Literal:
         return all(isinstance(a, str) for a in typing.get_args(tp))
-    if origin is typing.Union:
+    if origin is typing.Union or origin is types.UnionType:
         return any(_is_text_type(a) for a in typing.get_args(tp) if a is not type(None))
     return False
 

@@ -9,6 +9,12 @@ data/<name>/
 ```
 Object files are written atomically (temporary file + rename), so a file under its final name is
 always complete; a kill leaves at most a hidden `.<id>.npz.<random>.tmp` that resume removes.
+
+Reading is defensive (a dataset folder may come from elsewhere): `read_manifest` checks the whole
+manifest's structure and types (the generator config, every record, the splits) and that every object
+file is `objects/<id>.npz` with a plain id, so no path in it can leave the dataset folder;
+`read_object` checks the archive before numpy reads it (`pointstn.io.archive`: no pickles, array
+headers that fit their data, at most MAX_OBJECT_BYTES uncompressed, which the writer enforces too).
 """
 
 from __future__ import annotations
@@ -16,20 +22,30 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
+import posixpath
+import re
 import zipfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from pointstn.errors import PointstnError
+from pointstn.io.archive import check_npz_members
 from pointstn.io.atomic import atomic_write_bytes, atomic_write_text
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 OBJECTS_DIR = "objects"
 PREVIEW_NAME = "preview.png"
+# Largest uncompressed content of one object file (all arrays): refused when writing, and checked from
+# the zip directory before reading, so a hostile file cannot make a reader allocate more.
+MAX_OBJECT_BYTES = 2 << 30
+_OBJECT_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")  # generated and sanitized mesh names
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 # name -> (dtype, shape with V = views, H/W = image size, N = surface points, None = any length)
 OBJECT_ARRAYS: dict[str, tuple[str, tuple]] = {
@@ -98,6 +114,11 @@ def encode_object(arrays: Mapping[str, np.ndarray], record: ObjectRecord) -> byt
         raise ValueError(f"object {record.object_id}: missing arrays {missing}")
     meta = {k: v for k, v in record.to_json().items() if k not in ("sha256", "bytes")}
     members = {"meta": np.array(json.dumps(meta, sort_keys=True)), **arrays}
+    total = sum(np.asanyarray(a).nbytes for a in members.values())
+    if total > MAX_OBJECT_BYTES:
+        raise PointstnError(f"object {record.object_id}: its arrays hold {total} bytes, more than the "
+                            f"{MAX_OBJECT_BYTES} bytes an object file may hold (MAX_OBJECT_BYTES); use fewer "
+                            "views, smaller images or fewer surface points")
     buffer = io.BytesIO()
     # an NPZ is a zip of .npy files; fast deflate (level 1) and a fixed timestamp keep it quick and
     # byte-reproducible
@@ -149,6 +170,7 @@ def _check_array(name: str, array: np.ndarray, dims: dict[str, int], where: str)
 def read_object(path: Path, *, arrays: tuple[str, ...] | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Load (and validate) an object's arrays and its meta record; `arrays` limits what is read."""
     where = str(path)
+    check_npz_members(path, shown=where, max_total_bytes=MAX_OBJECT_BYTES, limit_name="MAX_OBJECT_BYTES")
     try:
         with np.load(path, allow_pickle=False) as npz:
             names = set(npz.files)
@@ -199,7 +221,85 @@ def read_manifest(root: Path) -> dict[str, Any]:
     for key in ("config", "splits", "objects", "complete"):
         if key not in manifest:
             raise PointstnError(f"{path}: manifest has no '{key}'")
+    _check_manifest(manifest, path)
     return manifest
+
+
+def _check_manifest(manifest: dict[str, Any], path: Path) -> None:
+    """Types and consistency of everything readers use; one PointstnError naming the first problem."""
+    from pointstn.config import from_dict, to_dict
+    from pointstn.data.config import SPLITS, DatasetConfig
+
+    def fail(problem: str):
+        raise PointstnError(f"{path}: damaged manifest: {problem}")
+
+    if not isinstance(manifest["complete"], bool):
+        fail("'complete' must be true or false")
+    if not isinstance(manifest["config"], dict):
+        fail("'config' must be a mapping")
+    config = from_dict(DatasetConfig, manifest["config"], origins={k: f"{path} (config)" for k in manifest["config"]})
+    manifest["config"] = to_dict(config)  # readers see every key, validated (defaults filled in)
+    if manifest.get("rig") != json.loads(json.dumps(config.rig.to_dict())):
+        fail("'rig' does not match the rig of its own 'config'")
+    objects, splits = manifest["objects"], manifest["splits"]
+    if not isinstance(objects, dict):
+        fail("'objects' must be a mapping of object ids to records")
+    for object_id, entry in objects.items():
+        _check_record(object_id, entry, config.views_per_object, fail)
+    if not isinstance(splits, dict) or set(splits) - set(SPLITS):
+        fail(f"'splits' must map split names ({', '.join(SPLITS)}) to lists of object ids")
+    seen: set[str] = set()
+    for name, ids in splits.items():
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            fail(f"split '{name}' must be a list of object ids")
+        for object_id in ids:
+            if object_id not in objects or objects[object_id]["split"] != name or object_id in seen:
+                fail(f"split '{name}' lists '{object_id}', which is not an object of that split (or is listed twice)")
+            seen.add(object_id)
+    if seen != set(objects):
+        fail(f"objects {sorted(set(objects) - seen)[:3]} are in no split")
+
+
+def _check_record(object_id: Any, entry: Any, views: int, fail) -> None:
+    if not isinstance(object_id, str) or not _OBJECT_ID.fullmatch(object_id):
+        fail(f"object id {str(object_id)[:60]!r} is not a plain name (letters, digits, '.', '_', '-')")
+    if not isinstance(entry, dict):
+        fail(f"object '{object_id}': record must be a mapping")
+    strings = ("object_id", "split", "family", "symmetry", "source", "volume_note", "file", "sha256")
+    for key in strings:
+        if not isinstance(entry.get(key), str):
+            fail(f"object '{object_id}': '{key}' must be a string")
+    if entry["object_id"] != object_id:
+        fail(f"object '{object_id}': its record names '{entry['object_id']}'")
+    if entry["file"] != object_file(object_id):
+        escapes = posixpath.isabs(entry["file"]) or posixpath.normpath(entry["file"]).split("/")[0] == ".."
+        fail(f"object '{object_id}': file '{entry['file'][:200]}' "
+             f"{'escapes the dataset folder' if escapes else 'is not ' + object_file(object_id)}")
+    if not _SHA256.fullmatch(entry["sha256"]):
+        fail(f"object '{object_id}': 'sha256' is not 64 lowercase hex digits")
+    for key in ("num_views", "bytes"):
+        if not isinstance(entry.get(key), int) or isinstance(entry[key], bool) or entry[key] < 0:
+            fail(f"object '{object_id}': '{key}' must be a non-negative integer")
+    if entry["num_views"] != views:
+        fail(f"object '{object_id}': num_views is {entry['num_views']}, the config renders {views} per object")
+    bins = entry.get("view_bins")
+    if not isinstance(bins, list) or len(bins) != views or not all(isinstance(b, str) for b in bins):
+        fail(f"object '{object_id}': 'view_bins' must list one bin name per view")
+    if not isinstance(entry.get("params"), dict):
+        fail(f"object '{object_id}': 'params' must be a mapping")
+    extents = entry.get("extents")
+    if not (isinstance(extents, list) and len(extents) == 3 and all(_finite_number(e) and e >= 0 for e in extents)):
+        fail(f"object '{object_id}': 'extents' must be three finite non-negative numbers")
+    for key in ("volume_target", "volume_material", "volume_capacity"):
+        if entry.get(key) is not None and not _finite_number(entry[key]):
+            fail(f"object '{object_id}': '{key}' must be a finite number or null")
+    unknown = set(entry) - set(ObjectRecord.__dataclass_fields__)
+    if unknown:
+        fail(f"object '{object_id}': unknown record keys {sorted(unknown)[:5]}")
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def verify_dataset(root: Path) -> list[str]:

@@ -1,6 +1,11 @@
 """Dataset generation: plan objects and splits, build each object (geometry, surface samples, views),
 write it atomically, resume after a kill, and finish with a manifest holding every content hash.
 
+Faults: a failure of one object (a bad mesh, a render error) is recorded and the run goes on; a
+failure of the storage (`pointstn.io.atomic.StorageError`: disk full, quota, I/O error) stops the run at
+once with one line, because every later object would fail the same way. The manifest then still says
+"complete": false, every object file already written is intact, and `--resume` finishes the run.
+
 Determinism: object k of family f gets the seed SeedSequence([dataset seed, crc32(f), k]); its shape,
 surface samples, viewpoints and appearances derive from that seed alone, so an object is the same
 whatever the worker count, the order of completion or an interruption in between.
@@ -8,12 +13,12 @@ whatever the worker count, the order of completion or an interruption in between
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import logging
 import multiprocessing
 import os
 import time
 import zlib
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from pointstn.data.config import SPLITS, DatasetConfig
 from pointstn.data.format import (
     FORMAT_VERSION,
     MANIFEST_NAME,
+    MAX_OBJECT_BYTES,
     OBJECTS_DIR,
     ObjectRecord,
     object_file,
@@ -37,6 +43,7 @@ from pointstn.data.format import (
 )
 from pointstn.data.geometry_source import ObjectGeometry, load_geometry, plan_sources
 from pointstn.errors import PointstnError
+from pointstn.io.atomic import StorageError, stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +184,8 @@ def _run_task(task: ObjectTask) -> tuple[str, ObjectRecord | None, str]:
     try:
         arrays, record = build_object(task, _WORKER["config"], _WORKER["renderer"])
         return task.object_id, write_object(_WORKER["root"], arrays, record), ""
+    except StorageError:
+        raise  # not this object's fault: the run must stop (module docstring)
     except PointstnError as exc:
         return task.object_id, None, " ".join(str(exc).split())
 
@@ -200,7 +209,7 @@ def _prepare_root(root: Path, config: DatasetConfig, resume: bool) -> dict[str, 
         state = "a finished" if manifest["complete"] else "an unfinished"
         hint = "" if manifest["complete"] else "; continue it with --resume"
         raise PointstnError(f"output folder {root} already holds {state} dataset '{config.name}'{hint}")
-    for stale in (root / OBJECTS_DIR).glob(".*.tmp"):
+    for stale in [*(root / OBJECTS_DIR).glob(".*.tmp"), *stale_temporaries(root / MANIFEST_NAME)]:
         stale.unlink()  # half-written files of a killed run
     kept: dict[str, ObjectRecord] = {}
     for path in sorted((root / OBJECTS_DIR).glob("*.npz")):
@@ -250,6 +259,7 @@ def generate_dataset(
     tasks, failures = plan_tasks(config)
     if not tasks:
         raise PointstnError("the dataset config selects no objects")
+    check_object_budget(config)
     records = _prepare_root(root, config, resume)
     records = {k: v for k, v in records.items() if k in {t.object_id for t in tasks}}
     reused = len(records)
@@ -263,6 +273,9 @@ def generate_dataset(
             else:
                 records[object_id] = record
             bar.update(1)
+    except StorageError as exc:
+        raise StorageError(f"{exc}; stopped with {len(records)} of {len(tasks)} objects saved in {root} "
+                           "(free space, then finish with prepare-data --resume)") from None
     finally:
         bar.close()
     write_manifest(root, _manifest(config, tasks, records, failures, complete=True))
@@ -289,11 +302,26 @@ def _execute(todo: list[ObjectTask], config: DatasetConfig, root: Path, workers:
             _WORKER.pop("renderer").close()
         return
     context = multiprocessing.get_context("spawn")
-    with futures.ProcessPoolExecutor(
+    pool = futures.ProcessPoolExecutor(
         max_workers=min(workers, len(todo)), mp_context=context, initializer=_init_worker,
         initargs=(config, str(root), backend),
-    ) as pool:
+    )
+    try:
         yield from (f.result() for f in futures.as_completed([pool.submit(_run_task, t) for t in todo]))
+    finally:  # after a storage error (or an interrupt) do not start the objects still queued
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def check_object_budget(config: DatasetConfig) -> None:
+    """Refuse, before any work, a config whose object files would exceed MAX_OBJECT_BYTES (views alone)."""
+    size = config.rig.image_size
+    per_view = size * size * (3 + 1 + (4 if config.store_depth else 0))  # RGB, mask, float32 depth
+    needed = config.views_per_object * per_view + config.num_surface_points * 2 * 3 * 4
+    if needed > MAX_OBJECT_BYTES:
+        raise PointstnError(
+            f"views_per_object={config.views_per_object} at {size}x{size} px and {config.num_surface_points} "
+            f"surface points need {needed} bytes per object file, more than MAX_OBJECT_BYTES={MAX_OBJECT_BYTES}"
+        )
 
 
 def default_workers() -> int:

@@ -3,7 +3,13 @@
 A checkpoint is a `torch.save`d dict of tensors and plain values only: the model (and optionally
 optimizer/scheduler) state, the step, RNG states, the pointstn version and the fully resolved
 experiment config as YAML text. Loading uses `torch.load(weights_only=True)`, so a file carrying
-pickled code is refused without running it; model weights load strictly, listing every mismatch.
+pickled code is refused without running it; the loaded payload's structure is then checked (every
+required entry present with its type, model weights a mapping of names to tensors) so a crafted or
+damaged file ends in one `CheckpointError`; model weights load strictly, listing every mismatch.
+
+Writing is atomic (`pointstn.io.atomic`): a kill at any instant leaves the previous file or the new
+one under the final name. The temporary file of a write that was killed is removed by the next
+successful save of the same checkpoint (one writer per checkpoint file: rank 0 of a run).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import io
 import pickle
 import random
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +29,16 @@ import torch
 from pointstn import __version__
 from pointstn.config import ExperimentConfig, config_from_yaml_text, dump_config
 from pointstn.errors import PointstnError
-from pointstn.io.atomic import atomic_write_bytes
+from pointstn.io.atomic import atomic_write_bytes, stale_temporaries
 
 FORMAT = "pointstn-checkpoint"
 FORMAT_VERSION = 1
+
+
+# What torch.load (its zip reader and weights-only unpickler) raises on damaged bytes: garbage opcodes
+# pop empty stacks (IndexError), look up missing memo keys (KeyError), call with wrong types, ...
+_DECODE_ERRORS = (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError, KeyError, TypeError,
+                  AttributeError, struct.error, OverflowError, MemoryError)
 
 
 class CheckpointError(PointstnError):
@@ -81,6 +94,32 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: Experim
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+    for leftover in stale_temporaries(path):  # half-written files of an earlier, killed save
+        leftover.unlink(missing_ok=True)
+
+
+# entry -> (accepted types, description) of what every checkpoint payload must hold
+_REQUIRED = {
+    "pointstn_version": ((str,), "a version string"),
+    "config_yaml": ((str,), "the config as YAML text"),
+    "step": ((int,), "a non-negative integer"),
+    "model": ((dict,), "a mapping of parameter names to tensors"),
+}
+
+
+def _check_payload(payload: dict, path: Path) -> None:
+    """One CheckpointError naming the first entry that is missing or of the wrong type."""
+    for key, (types, what) in _REQUIRED.items():
+        value = payload.get(key)
+        if not isinstance(value, types) or isinstance(value, bool):
+            got = "nothing" if key not in payload else f"type {type(value).__name__}"
+            raise CheckpointError(f"{path}: damaged checkpoint: '{key}' should be {what}, found {got}")
+    if payload["step"] < 0:
+        raise CheckpointError(f"{path}: damaged checkpoint: 'step' is negative ({payload['step']})")
+    bad = next((k for k, v in payload["model"].items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))),
+               None)
+    if bad is not None:
+        raise CheckpointError(f"{path}: damaged checkpoint: model entry {bad!r} is not a named tensor")
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
@@ -93,13 +132,14 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
         raise CheckpointError(f"{path}: refused to load (not a plain-weights checkpoint: {first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except _DECODE_ERRORS as exc:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({' '.join(str(exc).split())[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pointstn checkpoint")
     if payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {payload.get('format_version')!r} is not supported "
                               f"(this pointstn {__version__} reads format {FORMAT_VERSION})")
+    _check_payload(payload, path)
     config = config_from_yaml_text(payload["config_yaml"], ExperimentConfig, source=f"{path} (stored config)")
     state = {k: v for k, v in payload.items()
              if k not in ("format", "format_version", "pointstn_version", "config_yaml", "step", "model")}

@@ -4,7 +4,10 @@ Every image becomes an `InputImage`: (H, W, 3) uint8 RGB plus an optional object
 what arrives (docs/ROBOTICS.md repeats it):
 
 - Size: at least MIN_SIDE pixels on the shorter side and at most MAX_PIXELS pixels. For files the
-  size is read from the header and checked *before* the pixels are decoded (decompression bombs).
+  size is read from the header and checked *before* the pixels are decoded (decompression bombs);
+  headers beyond Pillow's own bomb bound (2 x Image.MAX_IMAGE_PIXELS) are refused by Pillow as it
+  opens them, with the same one-line message naming MAX_PIXELS. Decoded, an accepted image takes at
+  most MAX_PIXELS x 4 bytes (RGBA) = 200 MB.
 - Grayscale ("L", "1", 16-bit "I;16"/"I") is replicated to three channels; 16-bit values become
   8-bit as round(v / 257). Palette images are expanded. CMYK and YCbCr are converted to RGB.
   32-bit float images ("F") and other modes are refused with a message naming the mode.
@@ -105,7 +108,9 @@ def _open_checked(path: str | os.PathLike[str]):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         if image is not None:
             image.close()
-        raise ImageInputError(f"{name}: refused as a decompression bomb ({exc})") from None
+        detail = " ".join(str(exc).split())[:160]
+        raise ImageInputError(f"{name}: refused as a decompression bomb: more megapixels than Pillow's own bound; "
+                              f"the limit is {MAX_PIXELS / 1e6:.0f} megapixels ({detail})") from None
     except PermissionError:
         raise ImageInputError(f"{name}: permission denied") from None
     except _DECODE_ERRORS as exc:

@@ -33,7 +33,9 @@ import numpy as np
 from pointstn import __version__
 from pointstn.errors import PointstnError
 from pointstn.inference.geometry import UNITS
+from pointstn.io.archive import check_npz_members
 from pointstn.io.atomic import atomic_write, atomic_write_text
+from pointstn.io.staged import write_all_or_nothing
 
 PREDICTION_FORMATS = ("ply", "npz", "png", "html", "json")
 PREDICTION_NPZ_FORMAT = "pointstn-prediction"
@@ -62,23 +64,6 @@ def depth_colors(points: np.ndarray) -> np.ndarray:
     i = np.minimum(np.floor(x).astype(int), len(_VIRIDIS) - 2)
     f = (x - i)[:, None]
     return np.rint(_VIRIDIS[i] * (1 - f) + _VIRIDIS[i + 1] * f).astype(np.uint8)
-
-
-def write_all_or_nothing(outputs: Sequence[tuple[Path, Callable[[Path], None]]]) -> list[Path]:
-    """Run each writer in order; if one fails, delete the files the earlier ones wrote and re-raise."""
-    written: list[Path] = []
-    try:
-        for path, writer in outputs:
-            writer(path)
-            written.append(path)
-    except BaseException:
-        for path in written:
-            try:
-                path.unlink()
-            except OSError:
-                pass
-        raise
-    return written
 
 
 def write_ply_cloud(path: Path, points: np.ndarray, *, comments: Sequence[str]) -> None:
@@ -170,24 +155,6 @@ def write_prediction(result, *, directory: Path, stem: str, formats: Sequence[st
     return paths
 
 
-def _check_npz_headers(path: Path) -> None:
-    """Refuse members whose array header claims more data than the member holds (no huge allocations)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                with archive.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                    shape, _, dtype = read(member)
-                if dtype.hasobject or int(np.prod(shape, dtype=object)) * dtype.itemsize > info.file_size:
-                    raise PointstnError(f"{path}: member {info.filename} is an object array or claims more data "
-                                        "than it holds (corrupt file)")
-    except PointstnError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as exc:
-        raise PointstnError(f"{path}: not a valid .npz file ({type(exc).__name__}: {exc})") from None
-
-
 def read_cloud(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
     """((N, 3) points, meta) from a PLY, a pointstn cloud NPZ or a prediction NPZ (camera-frame points).
 
@@ -204,7 +171,7 @@ def read_cloud(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]
         return np.asarray(read_ply(path).points), {}
     if suffix != ".npz":
         raise PointstnError(f"{path}: unsupported cloud file (use .ply or .npz)")
-    _check_npz_headers(path)
+    check_npz_members(path, shown=str(path))
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)

@@ -6,14 +6,18 @@ one volume) and fsyncs the directory so the rename itself survives a power cut. 
 the temporary file is removed and a file that already existed at the destination is left untouched.
 
 Failures of the file system (missing or read-only directory, disk full, quota, I/O error) surface as
-a one-line `PointstnError` that names the destination. Other exceptions raised inside the ``with``
-block propagate unchanged (after the clean-up).
+a one-line `PointstnError` that names the destination; when the storage refused the data (disk full,
+quota, file too large, I/O error, read-only file system) it is the subclass `StorageError`, so a long
+job can tell "this machine cannot write" (stop) from "this one item is bad" (skip it). Other
+exceptions raised inside the ``with`` block propagate unchanged (after the clean-up).
 
 Notes:
 - A symlink at the destination is replaced by a regular file; the file it pointed to is untouched.
 - The new file gets the permissions of the file it replaces, or ``0o666 & ~umask`` if there was none.
 - A process killed with SIGKILL mid-write leaves a hidden ``.<name>.<random>.tmp`` file behind in the
-  destination directory (never a half-written file under the final name).
+  destination directory (never a half-written file under the final name); `stale_temporaries(path)`
+  lists them so that the single writer of a file can remove them (the checkpoint writer and dataset
+  resume do).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator
@@ -29,7 +34,7 @@ from typing import IO
 
 from pointstn.errors import PointstnError
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["StorageError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "stale_temporaries"]
 
 _MODES = ("wb", "w", "wt")
 # errno values that mean "the storage refused the write"; raised inside the `with` block they are
@@ -40,11 +45,36 @@ _STORAGE_ERRNOS = frozenset(
     if code is not None
 )
 _TEMP_NAME_MAX_STEM = 180  # keeps ".<stem>.<16 hex>.tmp" below the usual 255-byte NAME_MAX
+_TEMP_TOKEN_HEX = 16
+
+
+class StorageError(PointstnError):
+    """The storage refused a write (disk full, quota, file too large, I/O error, read-only file system)."""
 
 
 def _fail(path: Path, what: str, exc: OSError) -> PointstnError:
     reason = exc.strerror or str(exc) or type(exc).__name__
-    return PointstnError(f"cannot write {path}: {what}{reason}")
+    kind = StorageError if exc.errno in _STORAGE_ERRNOS else PointstnError
+    return kind(f"cannot write {path}: {what}{reason}")
+
+
+def _temp_name(path: Path, token: str) -> str:
+    return f".{path.name[:_TEMP_NAME_MAX_STEM]}.{token}.tmp"
+
+
+def stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """The temporary files that killed `atomic_write`s of `path` left in its directory, sorted.
+
+    Only names of the exact form ``.<name>.<16 hex digits>.tmp`` match. Removing them is safe only for
+    the single writer of `path`: another process writing `path` at the same moment owns one of them.
+    """
+    path = Path(os.fspath(path))
+    pattern = re.compile(re.escape(_temp_name(path, "@")).replace("@", f"[0-9a-f]{{{_TEMP_TOKEN_HEX}}}"))
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return []
+    return sorted(path.parent / name for name in names if pattern.fullmatch(name))
 
 
 def _check_destination(path: Path) -> Path:
@@ -63,10 +93,9 @@ def _check_destination(path: Path) -> Path:
 
 def _create_temp(path: Path, directory: Path) -> tuple[int, Path]:
     """Creates an exclusive temporary file next to `path`; returns (fd, temp path)."""
-    stem = path.name[:_TEMP_NAME_MAX_STEM]
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     for _ in range(16):
-        temp = directory / f".{stem}.{secrets.token_hex(8)}.tmp"
+        temp = directory / _temp_name(path, secrets.token_hex(_TEMP_TOKEN_HEX // 2))
         try:
             # mode 0o666 lets the process umask decide, like a plain open() would.
             return os.open(temp, flags, 0o666), temp

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
-import zlib
 from typing import Any
 
 import numpy as np
 
 from pointstn.errors import PointstnError
+from pointstn.io.archive import NPZ_READ_ERRORS, check_npz_members
 from pointstn.io.atomic import atomic_write
 from pointstn.io.cloud import PointCloud
 
@@ -29,12 +28,6 @@ __all__ = ["load_cloud_npz", "save_cloud_npz"]
 
 _ARRAY_KEYS = ("points", "normals", "colors")
 _META_KEY = "meta_json"
-# What numpy/zipfile raise on damaged archives (NotImplementedError: unsupported zip features;
-# RuntimeError: encrypted members).
-_READ_ERRORS = (
-    OSError, ValueError, EOFError, OverflowError, KeyError, zipfile.BadZipFile, zlib.error,
-    NotImplementedError, RuntimeError,
-)  # fmt: skip
 
 
 def _meta_to_json(meta: dict[str, Any]) -> str:
@@ -69,54 +62,6 @@ def save_cloud_npz(
         np.savez(handle, **arrays)
 
 
-def _plausible_member_size(info: zipfile.ZipInfo, archive_size: int) -> bool:
-    """Whether a member's declared sizes can be real (bounds what numpy will allocate for it)."""
-    if info.compress_size > archive_size:
-        return False
-    if info.compress_type == zipfile.ZIP_STORED:
-        return info.file_size == info.compress_size
-    if info.compress_type == zipfile.ZIP_DEFLATED:  # deflate expands at most ~1032:1
-        return info.file_size <= 1032 * info.compress_size + 1024
-    return True
-
-
-def _check_member_sizes(path: str, shown: str) -> None:
-    """Rejects array headers that claim more data than their archive member holds."""
-    try:
-        archive_size = os.path.getsize(path)
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if not _plausible_member_size(info, archive_size):
-                    raise PointstnError(
-                        f"{shown}: archive member {info.filename} declares {info.file_size} bytes from "
-                        f"{info.compress_size} compressed bytes (corrupt file)"
-                    )
-                with archive.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    if version == (1, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-                    else:
-                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-                if dtype.hasobject:
-                    raise PointstnError(
-                        f"{shown}: {info.filename} is an object array; refusing to unpickle it"
-                    )
-                claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
-                if claimed > info.file_size:
-                    raise PointstnError(
-                        f"{shown}: {info.filename} claims shape {shape} ({claimed} bytes) but holds "
-                        f"{info.file_size} bytes (corrupt file)"
-                    )
-    except PointstnError:
-        raise
-    except FileNotFoundError:
-        raise PointstnError(f"cannot read {shown}: no such file") from None
-    except IsADirectoryError:
-        raise PointstnError(f"cannot read {shown}: it is a directory") from None
-    except _READ_ERRORS as exc:
-        raise PointstnError(f"{shown}: not a valid .npz point cloud ({type(exc).__name__}: {exc})") from None
-
-
 def load_cloud_npz(path: str | os.PathLike[str]) -> tuple[PointCloud, dict[str, Any]]:
     """Loads a cloud saved by `save_cloud_npz`.
 
@@ -128,7 +73,7 @@ def load_cloud_npz(path: str | os.PathLike[str]) -> tuple[PointCloud, dict[str, 
             wrong shapes or dtypes, non-finite values, invalid meta JSON (names the file).
     """
     shown = os.fspath(path)
-    _check_member_sizes(path, shown)
+    check_npz_members(path, shown=shown)
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
@@ -143,7 +88,7 @@ def load_cloud_npz(path: str | os.PathLike[str]) -> tuple[PointCloud, dict[str, 
             meta_array = archive[_META_KEY]
     except PointstnError:
         raise
-    except _READ_ERRORS as exc:
+    except NPZ_READ_ERRORS as exc:
         raise PointstnError(f"{shown}: not a valid .npz point cloud ({type(exc).__name__}: {exc})") from None
     if meta_array.shape != () or meta_array.dtype.kind != "U":
         raise PointstnError(

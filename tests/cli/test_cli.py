@@ -59,7 +59,7 @@ def _run_script(script: str, *args: str, cwd: Path) -> subprocess.CompletedProce
 def test_scripts_run_from_any_directory(tmp_path):
     result = _run_script("benchmark.py", "--suite", "nonsense", cwd=tmp_path)
     assert result.returncode == EXIT_USER_ERROR
-    assert result.stderr.strip() == "pointstn benchmark: error: unknown benchmark suite 'nonsense'; valid: all, chamfer, decoder, model, data, predict, scaling"
+    assert result.stderr.strip() == "pointstn benchmark: error: unknown benchmark suite 'nonsense'; valid: all, chamfer, decoder, model, data, predict, scaling, memory"
 
 
 def test_overrides_may_follow_options(capsys):

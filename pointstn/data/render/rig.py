@@ -51,6 +51,8 @@ from pointstn.errors import PointstnError
 VIEWPOINT_BINS: tuple[str, ...] = ("canonical", "below", "top", "roll")
 
 
+MAX_IMAGE_SIZE = 1024  # pixels per side of a rendered view (refused at config time; see docs/SECURITY.md)
+
 @dataclass(frozen=True, eq=False)
 class View:
     """One sampled viewpoint.
@@ -148,8 +150,8 @@ class Rig:
             "canonical_elevation_deg",
         ):
             object.__setattr__(self, name, _pair(getattr(self, name), name))
-        if int(self.image_size) != self.image_size or self.image_size < 8:
-            raise ValueError(f"Rig.image_size must be an integer >= 8, got {self.image_size!r}")
+        if int(self.image_size) != self.image_size or not 8 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"Rig.image_size must be an integer in [8, {MAX_IMAGE_SIZE}], got {self.image_size!r}")
         if not 0.0 < self.fov_y_deg < 170.0:
             raise ValueError(f"Rig.fov_y_deg must be in (0, 170), got {self.fov_y_deg}")
         if not (-90.0 <= self.elevation_range_deg[0] and self.elevation_range_deg[1] <= 90.0):
