@@ -140,6 +140,9 @@ class EvalConfig:
     resample: Literal["fps", "random"] = "fps"
     frames: tuple[str, ...] = ("shape", "metric", "canonical")
     fscore_thresholds: tuple[float, ...] = param((0.01, 0.02), min=1e-6, max=1.0, help="fractions of the gt's longest edge")
+    oracle_view_poses: bool = param(
+        True, help="oracle_nn also tries every training view's own pose: bounds retrieval per sample, ~3x slower"
+    )
 
     def __post_init__(self) -> None:
         bad = [f for f in self.frames if f not in EVAL_FRAMES]

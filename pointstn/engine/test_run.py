@@ -55,7 +55,7 @@ def build_methods(config: ExperimentConfig, model, *, baselines: tuple[str, ...]
     if "oracle_nn" in baselines:
         from pointstn.baselines.oracle import OracleNN
 
-        oracle = OracleNN().fit(train_set)
+        oracle = OracleNN(training_poses=config.eval.oracle_view_poses).fit(train_set)
         methods["oracle_nn"] = lambda batch: _baseline_prediction(oracle.predict(batch))
     if "psgn" in baselines and psgn_model is not None:
         methods["psgn"] = lambda batch: model_prediction(psgn_model, batch.image)

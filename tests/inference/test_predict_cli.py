@@ -194,3 +194,20 @@ def test_repeated_stems_get_distinct_names():
 
     assert predict_cli.unique_stems([Path("a/x.png"), Path("b/x.jpg"), Path("y.png"), Path("c/x.png")]) == \
         ["x", "x-2", "y", "x-3"]
+
+
+def test_a_failed_rerun_keeps_the_earlier_outputs(checkpoint, tmp_path, capsys, monkeypatch):
+    good_image(tmp_path / "a.png", 8)
+    argv = ("--ckpt", str(checkpoint), str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--no-progress")
+    assert run(capsys, *argv)[0] == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()}
+    from pointstn.io import html
+
+    def full_disk(path, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(html, "write_cloud_viewer", full_disk)
+    code, _, err = run(capsys, *argv)
+    assert code != 0 and "No space left on device" in err
+    after = {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()}
+    assert after == before  # the first run's five files, byte for byte; nothing half-written beside them
