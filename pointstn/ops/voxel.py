@@ -279,7 +279,14 @@ def downsample_coords(coords: torch.Tensor, *, factor: int) -> torch.Tensor:
         raise ValueError(f"factor must be >= 1; got {factor}")
     parents = coords.to(torch.int64).clone()
     parents[:, 1:] = torch.div(parents[:, 1:], factor, rounding_mode="floor")
-    return torch.unique(parents, dim=0, sorted=True).to(torch.int32)
+    if parents.numel() == 0:
+        return parents.to(torch.int32)
+    # unique over 1-D keys (torch.unique(dim=0) compares rows one pair at a time on the CPU: ~10x slower);
+    # keys sort like the rows, since every coordinate is below `span`
+    span = int(parents[:, 1:].max()) + 1
+    if int(parents[:, 1:].min()) < 0:
+        raise ValueError("coords must be non-negative grid indices")
+    return delinearize_keys(torch.unique(linearize_coords(parents, resolution=span), sorted=True), resolution=span)
 
 
 def occupancy_to_dense(coords: torch.Tensor, *, batch_size: int, resolution: int) -> torch.Tensor:
