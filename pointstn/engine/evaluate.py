@@ -104,6 +104,18 @@ class MetricTable:
             result.setdefault(frame, {})[name] = sum(values) / len(values) if values else None
         return result
 
+    @staticmethod
+    def _median(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+        result: dict[str, dict[str, float | None]] = {}
+        for key in sorted({k for r in rows for k in r if "/" in k}):
+            frame, name = key.split("/", 1)
+            values = sorted(r[key] for r in rows if key in r and math.isfinite(r[key]))
+            middle = len(values) // 2
+            median = None if not values else (values[middle] if len(values) % 2 else 0.5 * (values[middle - 1]
+                                                                                             + values[middle]))
+            result.setdefault(frame, {})[name] = median
+        return result
+
     def summary(self) -> dict[str, Any]:
         def grouped(field: str) -> dict[str, Any]:
             groups: dict[str, list] = {}
@@ -115,5 +127,5 @@ class MetricTable:
         bins = grouped("bin")
         if extreme:
             bins["extreme"] = {"n_samples": len(extreme), **self._mean(extreme)}
-        return {"overall": self._mean(self.rows), "per_family": grouped("family"), "per_view_bin": bins,
-                "n_samples": len(self.rows)}
+        return {"overall": self._mean(self.rows), "median": self._median(self.rows), "per_family": grouped("family"),
+                "per_view_bin": bins, "n_samples": len(self.rows)}

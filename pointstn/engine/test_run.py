@@ -1,8 +1,8 @@
 """`pointstn test`: the model and the baselines on one split, through the same metrics, as JSON,
 a Markdown table and a figure of sample reconstructions next to the ground truth.
 
-JSON shape (stable, docs/METRICS.md): {"methods": {NAME: {FRAME: {METRIC: value}}},
-"per_family": {NAME: {FAMILY: {"n_samples": n, FRAME: {METRIC: value}}}}, "per_view_bin": {NAME: {BIN: ...}},
+JSON shape (stable, docs/METRICS.md): {"methods": {NAME: {FRAME: {METRIC: value}}} (means over samples),
+"medians": {NAME: {FRAME: {METRIC: value}}} (medians: robust for vol_rel_err), "per_family": {NAME: {FAMILY: {"n_samples": n, FRAME: {METRIC: value}}}}, "per_view_bin": {NAME: {BIN: ...}},
 "n_samples": N, "dataset": path, "split": name, "conventions": {...}}.
 """
 
@@ -93,6 +93,7 @@ def run_test(config: ExperimentConfig, methods: dict[str, Callable[[Any], Predic
     summaries = {name: table.summary() for name, table in tables.items()}
     report = {
         "methods": {name: s["overall"] for name, s in summaries.items()},
+        "medians": {name: s["median"] for name, s in summaries.items()},
         "per_family": {name: s["per_family"] for name, s in summaries.items()},
         "per_view_bin": {name: s["per_view_bin"] for name, s in summaries.items()},
         "n_samples": len(dataset),
@@ -135,5 +136,9 @@ def markdown_table(report: dict[str, Any]) -> str:
     for name, per_bin in report["per_view_bin"].items():
         lines.append(f"| {name} | " + " | ".join(_fmt(per_bin.get(b, {}).get("shape", {}).get("f@1%"), "f@1%")
                                                   for b in bins) + " |")
+    medians = {name: frames.get("metric", {}).get("vol_rel_err") for name, frames in report.get("medians", {}).items()}
+    if any(v is not None for v in medians.values()):
+        lines += ["", "## median vol_rel_err (metric frame)", "", "| method | vol_rel_err |", "| --- | --- |"]
+        lines += [f"| {name} | {_fmt(value, 'vol_rel_err')} |" for name, value in medians.items()]
     lines += ["", "Conventions: " + "; ".join(f"`{k}`: {v}" for k, v in CONVENTIONS.items()), ""]
     return "\n".join(lines)

@@ -38,6 +38,9 @@ def test_report_has_every_method_frame_and_metric(tiny_dataset, tmp_path, capsys
         assert METRICS <= set(frames["shape"]) and METRICS | {"vol_rel_err", "rot_err_deg"} <= set(frames["metric"])
         assert 0.0 <= frames["shape"]["f@1%"] <= frames["shape"]["f@2%"] <= 1.0
     assert report["n_samples"] == 9  # 3 test objects x 3 views
+    assert set(report["medians"]) == set(report["methods"])
+    assert report["medians"]["oracle_nn"]["metric"]["vol_rel_err"] >= 0.0
+    assert "## median vol_rel_err (metric frame)" in out.with_suffix(".md").read_text()
     assert set(report["per_family"]["pointstn"]) == {"ball", "box", "mug"}
     assert "extreme" in report["per_view_bin"]["pointstn"] or set(report["per_view_bin"]["pointstn"]) == {"canonical"}
     # the oracle picks the closest training shape with the true pose: it beats retrieval on average
@@ -56,3 +59,20 @@ def test_bad_requests(tiny_dataset, tmp_path):
     assert main(base + ["--split", "holdout"]) == 2
     assert not (tmp_path / "metrics.json").exists()
 
+
+
+def test_median_of_odd_and_even_counts_skips_non_finite_values():
+    import math
+
+    import torch
+
+    from pointstn.engine.evaluate import MetricTable
+
+    table = MetricTable()
+    values = [3.0, 1.0, math.nan, 10.0, 2.0]
+    table.add({"metric": {"vol_rel_err": torch.tensor(values)}}, families=["a"] * 5, bins=["canonical"] * 5,
+              object_ids=[str(i) for i in range(5)])
+    assert table.summary()["median"]["metric"]["vol_rel_err"] == 2.5  # of 1, 2, 3, 10
+    assert table.summary()["overall"]["metric"]["vol_rel_err"] == 4.0
+    table.add({"metric": {"vol_rel_err": torch.tensor([7.0])}}, families=["a"], bins=["top"], object_ids=["5"])
+    assert table.summary()["median"]["metric"]["vol_rel_err"] == 3.0
