@@ -139,3 +139,40 @@ def test_query_lattice_reaches_the_decoder_with_image_features():
     with pytest.raises(ValueError, match="lattice must be an int >= 0"):
         type(model)(backbone=model.backbone, localization=model.localization, coarse_head=model.coarse_head,
                     sampler=model.sampler, decoder=model.decoder, image_size=64, lattice=-1)
+
+
+def test_targets_in_the_predicted_frame():
+    from pointstn.models.reconstructor import targets_in_predicted_frame
+    from pointstn.models.types import SimilarityTransform
+    from pointstn.ops.rotation import axis_angle_to_matrix
+
+    g = torch.Generator().manual_seed(5)
+    canonical = torch.rand(2, 200, 3, generator=g, dtype=torch.float64) - 0.5
+    rotation = axis_angle_to_matrix(torch.randn(2, 3, generator=g, dtype=torch.float64))
+    true = SimilarityTransform(rotation, torch.tensor([0.2, 0.05], dtype=torch.float64),
+                               torch.tensor([[0.0, 0.0, 1.0], [0.1, -0.05, 0.9]], dtype=torch.float64))
+    camera = true.apply(canonical)
+    local, lengths = targets_in_predicted_frame(camera, true)  # the true pose: the canonical cloud, reordered
+    assert lengths.tolist() == [200, 200]
+    for b in range(2):
+        torch.testing.assert_close(torch.sort(local[b, :, 0]).values, torch.sort(canonical[b, :, 0]).values)
+    # a predicted scale 0.8x too small: exactly the points that leave the cube are dropped (they come last)
+    small = SimilarityTransform(rotation, true.scale * 0.8, true.translation)
+    local, lengths = targets_in_predicted_frame(camera, small)
+    inside = ((canonical / 0.8).abs() <= 0.5).all(-1).sum(1)
+    assert lengths.tolist() == inside.tolist() and (local.abs() <= 0.5).all()
+    for b in range(2):
+        expected = canonical[b][((canonical[b] / 0.8).abs() <= 0.5).all(-1)] / 0.8
+        got = local[b, : lengths[b]]
+        assert torch.cdist(got, expected).min(dim=1).values.max() < 1e-6  # cdist rounds at ~1e-8
+    # a frame that holds nothing keeps one clamped point, so every sample has a label
+    far = SimilarityTransform(rotation, true.scale, true.translation + 10.0)
+    assert targets_in_predicted_frame(camera, far)[1].tolist() == [1, 1]
+
+
+def test_predicted_frame_targets_train_through_the_model():
+    torch.manual_seed(0)
+    model = build_model(smoke("model.decoder.target_frame=predicted"))
+    camera = (torch.rand(2, 300, 3) - 0.5) * 0.1 + torch.tensor([0.0, 0.0, 1.0])
+    out = model(torch.rand(2, 3, 64, 64), gt_points_camera=camera)
+    assert all(level.targets is not None and level.targets.sum() > 0 for level in out.levels)
