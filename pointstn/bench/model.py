@@ -135,14 +135,14 @@ def ground_truth_arguments(config: ExperimentConfig, targets: Targets) -> dict:
 
 
 def train_step(model, optimizer, images: torch.Tensor, targets: Targets, *, ground_truth: dict, weights,
-               grad_clip: float):
+               grad_clip: float, fine_points: int | None = None):
     """One training step as `pointstn.engine.trainer` takes it; returns (output, total loss as float)."""
     import torch
 
     from pointstn.models.losses import reconstruction_loss
 
     output = model(images, **ground_truth)
-    loss = reconstruction_loss(output, targets, weights)
+    loss = reconstruction_loss(output, targets, weights, fine_points=fine_points)
     optimizer.zero_grad(set_to_none=True)
     loss.total.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
@@ -192,7 +192,7 @@ def measure(contender: str, params: dict, *, warmup: int, repeats: int, memory,
 
         def step():
             return train_step(model, optimizer, images, targets, ground_truth=ground_truth, weights=weights,
-                              grad_clip=config.train.grad_clip)
+                              grad_clip=config.train.grad_clip, fine_points=config.model.num_output_points)
     elif params["mode"] == "inference":
         model.eval()
         if model.decoder is not None:

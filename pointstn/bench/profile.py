@@ -90,7 +90,7 @@ def profile_config(config_path: str | Path, *, steps: int = 3, warmup: int = 2, 
 
     def train_once():
         train_step(model, optimizer, images, targets, ground_truth=ground_truth, weights=weights,
-                   grad_clip=config.train.grad_clip)
+                   grad_clip=config.train.grad_clip, fine_points=config.model.num_output_points)
 
     one = images[:1]
     one_truth = {k: v[:1] for k, v in ground_truth.items()}

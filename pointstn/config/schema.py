@@ -97,7 +97,9 @@ class ModelConfig:
     sampler_channels: int = param(64, min=8, max=2048, help="image-feature channels per sampled point")
     coarse_hidden: int = param(512, min=16, max=8192, help="hidden width of the coarse (global) branch")
     num_coarse_points: int = param(1024, min=16, max=65536, help="points of the coarse (global branch) cloud")
-    num_output_points: int = param(4096, min=16, max=262144, help="points of the final cloud (resampled)")
+    num_output_points: int = param(
+        4096, min=16, max=262144, help="fine-cloud points per sample in the training Chamfer terms (random subset)"
+    )
 
 
 @dataclass(frozen=True)

@@ -332,9 +332,9 @@ def test_nan_gradient_with_a_finite_loss_stops_before_it_reaches_the_weights(tin
     stop at step 2 with last.pt still the finite step-1 weights (checkpoint_every=1), not save NaN weights."""
     original, calls = trainer.reconstruction_loss, []
 
-    def nan_gradient_at_step_3(output, targets, weights):
+    def nan_gradient_at_step_3(output, targets, weights, **options):
         calls.append(1)
-        loss = original(output, targets, weights)
+        loss = original(output, targets, weights, **options)
         if len(calls) == 2:
             poison = (output.coarse.sum() * 0.0).sqrt() * 0.0  # value 0, gradient 0 * inf = NaN
             loss = type(loss)(total=loss.total + poison, terms=loss.terms)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pointstn.models.decoder_types import LevelOutput
-from pointstn.models.losses import LossWeights, Targets, reconstruction_loss
+from pointstn.models.losses import LossWeights, Targets, random_subset, reconstruction_loss
 from pointstn.models.reconstructor import ReconstructionOutput
 from pointstn.models.types import SimilarityTransform
 from pointstn.ops.rotation import axis_angle_to_matrix
@@ -145,3 +145,33 @@ def test_pose_term_is_zero_at_the_true_pose_and_symmetric_equivalents_cost_nothi
     assert pose(true_rotation, True) < 1e-20 and pose(true_rotation, False) < 1e-20
     assert pose(spun, False) < 1e-20  # a symmetric ring turned about its axis by whole sample steps: same surface
     assert pose(spun, True) > 0.05  # by correspondence the same turn costs
+
+
+def test_random_subset_keeps_valid_rows_of_every_tensor():
+    torch.manual_seed(0)
+    points = torch.randn(3, 50, 3)
+    lengths = torch.tensor([50, 7, 30])
+    camera = points * 2 + 1
+    sub, sub_camera, sub_lengths = random_subset(points, lengths, 20, camera)
+    assert sub.shape == (3, 20, 3) and sub_lengths.tolist() == [20, 7, 20]
+    torch.testing.assert_close(sub_camera, sub * 2 + 1)  # the same rows in both tensors
+    for b in range(3):
+        valid = {tuple(p) for p in points[b, : lengths[b]].tolist()}
+        chosen = [tuple(p) for p in sub[b, : sub_lengths[b]].tolist()]
+        assert set(chosen) <= valid and len(set(chosen)) == len(chosen)  # valid, without repeats
+    # fewer valid points than asked: all of them
+    assert {tuple(p) for p in sub[1, :7].tolist()} == {tuple(p) for p in points[1, :7].tolist()}
+    same = random_subset(points, lengths, 64)
+    assert same[0] is points and same[1] is lengths
+
+
+def test_fine_points_limits_the_fine_cloud_in_the_chamfer_terms():
+    out, targets = make_case(with_decoder=True)
+    full = reconstruction_loss(out, targets, LossWeights())
+    torch.manual_seed(1)
+    limited = reconstruction_loss(out, targets, LossWeights(), fine_points=30)  # 30 >= every length: same terms
+    torch.testing.assert_close(limited.terms["chamfer_fine_canonical"], full.terms["chamfer_fine_canonical"])
+    torch.manual_seed(1)
+    few = reconstruction_loss(out, targets, LossWeights(), fine_points=5)
+    assert few.terms["chamfer_fine_canonical"] != full.terms["chamfer_fine_canonical"]
+    torch.testing.assert_close(few.terms["chamfer_coarse_canonical"], full.terms["chamfer_coarse_canonical"])
