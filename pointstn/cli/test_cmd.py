@@ -41,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
         raise PointstnError(f"unknown baseline '{unknown[0]}'; valid: {', '.join(BASELINES)}")
     if "psgn" in baselines and not args.psgn_ckpt:
         raise PointstnError("the psgn baseline needs --psgn-ckpt (a model trained with model.decoder.kind=none)")
+    out = Path(args.out) if args.out else Path(args.ckpt).parent / "metrics.json"
+    try:  # before minutes of evaluation, not after
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PointstnError(f"cannot create the output folder {out.parent}: {exc.strerror or exc}") from None
     model, checkpoint = model_from_checkpoint(args.ckpt)
     if args.prune_threshold is not None:
         if not 0.0 <= args.prune_threshold <= 1.0:
@@ -63,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
                               num_points=min(config.eval.num_gt_points, read_manifest(data_root)["config"]["num_surface_points"]))
     methods = build_methods(checkpoint.config, model, baselines=baselines, psgn_model=psgn,
                             train_root=Path(checkpoint.config.data.root))
-    out = Path(args.out) if args.out else Path(args.ckpt).parent / "metrics.json"
     report = run_test(config, methods, dataset, out_json=out, volumes=not args.no_volumes)
     for name, frames in report["methods"].items():
         shape = frames.get("shape", {})

@@ -57,6 +57,9 @@ def test_bad_requests(tiny_dataset, tmp_path):
     assert main(base + ["--baselines", "psgn"]) == 2  # needs --psgn-ckpt
     assert main(base + ["--prune-threshold", "1.5"]) == 2
     assert main(base + ["--split", "holdout"]) == 2
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(base + ["--out", str(blocker / "sub" / "metrics.json")]) == 2  # refused before evaluating
     assert not (tmp_path / "metrics.json").exists()
 
 
