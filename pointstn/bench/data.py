@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+from pointstn.bench.header import section_header
+
 NAME = "data"
 TITLE = "Data: offscreen rendering and the training loader"
 BATCH = 16
@@ -104,10 +106,7 @@ def _measure_render(params: dict, memory) -> dict:
 def markdown(report: dict) -> str:
     env = report["environment"]
     lines = [
-        f"## {report['title']}",
-        "",
-        f"- date: {env['date']}; CPU: {env['cpu']}; threads: {env['threads']}; command: `{env['command']}`",
-        f"- load average at start / end: {env.get('load_average_start')} / {env.get('load_average_end')}",
+        *section_header(report, versions=False),
         (
             "- render: one process, 128 x 128 RGB + depth with random appearance (textures, lights, background), "
             "procedural objects, 4 views per object; loader: `PreparedDataset` train split, batches of 16 with "

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pointstn.bench.header import section_header
+
 NAME = "memory"
 TITLE = "Memory: RSS over many predictions and over training epochs"
 IMAGE_SIZE = 128
@@ -174,10 +176,7 @@ def measure_train(*, epochs: int, quick: bool, memory) -> dict:
 def markdown(report: dict) -> str:
     env = report["environment"]
     lines = [
-        f"## {report['title']}",
-        "",
-        f"- date: {env['date']}; CPU: {env['cpu']}; threads: {env['threads']}; command: `{env['command']}`",
-        f"- load average at start / end: {env.get('load_average_start')} / {env.get('load_average_end')}",
+        *section_header(report, versions=False),
         ("- predict: `Predictor.from_checkpoint` on a random-weight `configs/smoke.yaml` model, distinct 128 px PNGs "
          "one at a time; train: `configs/smoke.yaml`, batch 2, `num_workers=0`, RSS at every epoch start. Growth is "
          f"the least-squares slope of RSS after the first {SKIP_FRACTION:.0%} of the items."),

@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pointstn.bench.header import section_header
+
 if TYPE_CHECKING:
     import torch
 
@@ -229,11 +231,7 @@ def markdown(report: dict) -> str:
     """This suite's section: environment, parameter counts, one row per case and contender."""
     env = report["environment"]
     lines = [
-        f"## {report['title']}",
-        "",
-        f"- date: {env['date']}; CPU: {env['cpu']} ({env['cpu_count']} logical cores); threads: {env['threads']}",
-        f"- torch {env['torch']}, spconv {env['spconv']}; command: `{env['command']}`",
-        f"- load average (1, 5, 15 min) at start / end: {env.get('load_average_start')} / {env.get('load_average_end')}",
+        *section_header(report),
         (
             "- contenders: `pointstn` = the config as is; `psgn` = `model.decoder.kind=none` (global branch only); "
             "`stn_off` = `model.stn.enabled=false` (pose fixed to the nominal one). Inputs: random images in [0, 1]; "

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pointstn.bench.header import section_header
+
 NAME = "predict"
 TITLE = "Predict: file-to-PLY latency per stage (one image at a time, random-weight default model)"
 STAGES = ("load", "model", "geometry", "export")
@@ -159,11 +161,7 @@ def markdown(report: dict) -> str:
     """This suite's section: environment, per-stage medians per contender."""
     env = report["environment"]
     lines = [
-        f"## {report['title']}",
-        "",
-        f"- date: {env['date']}; CPU: {env['cpu']} ({env['cpu_count']} logical cores); threads: {env['threads']}",
-        f"- torch {env['torch']}, spconv {env['spconv']}; command: `{env['command']}`",
-        f"- load average (1, 5, 15 min) at start / end: {env.get('load_average_start')} / {env.get('load_average_end')}",
+        *section_header(report),
         (
             "- `Predictor.predict(path, batch_size=1)` + `write_prediction` per image, on a random-weight checkpoint "
             "with `model.decoder.prune_threshold=0` (the decoder keeps its voxel budget, so the fine cloud exists and is "

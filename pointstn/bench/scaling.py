@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pointstn.bench.header import section_header
+
 NAME = "scaling"
 TITLE = "Scaling: training step time and memory vs voxel resolution, output points and batch size"
 FACTORS = {  # factor -> (label, config key or "batch", values, quick values)
@@ -139,11 +141,7 @@ def markdown(report: dict) -> str:
     env = report["environment"]
     config = report["cases"][0]["params"]["config"] if report["cases"] else "base.yaml"
     lines = [
-        f"## {report['title']}",
-        "",
-        f"- date: {env['date']}; CPU: {env['cpu']} ({env['cpu_count']} logical cores); threads: {env['threads']}",
-        f"- torch {env['torch']}, spconv {env['spconv']}; command: `{env['command']}`",
-        f"- load average (1, 5, 15 min) at start / end: {env.get('load_average_start')} / {env.get('load_average_end')}",
+        *section_header(report),
         (
             f"- one factor at a time from `configs/{config}`; a step = forward with the ground truth + loss + backward + "
             "clipping + AdamW, on random images and procedural ground-truth surfaces (the model suite's inputs); the "
