@@ -13,6 +13,7 @@ Any method (the model, a baseline) is evaluated through the same `Prediction` ty
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -95,26 +96,22 @@ class MetricTable:
             self.rows.append(row)
 
     @staticmethod
-    def _mean(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-        result: dict[str, dict[str, float | None]] = {}
-        keys = sorted({k for r in rows for k in r if "/" in k})
-        for key in keys:
-            frame, name = key.split("/", 1)
-            values = [r[key] for r in rows if key in r and math.isfinite(r[key])]
-            result.setdefault(frame, {})[name] = sum(values) / len(values) if values else None
-        return result
-
-    @staticmethod
-    def _median(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    def _reduce(rows: list[dict[str, Any]], reduce) -> dict[str, dict[str, float | None]]:
+        """{frame: {metric: reduce(finite values)}} over `rows` (None where a metric has no finite value)."""
         result: dict[str, dict[str, float | None]] = {}
         for key in sorted({k for r in rows for k in r if "/" in k}):
             frame, name = key.split("/", 1)
-            values = sorted(r[key] for r in rows if key in r and math.isfinite(r[key]))
-            middle = len(values) // 2
-            median = None if not values else (values[middle] if len(values) % 2 else 0.5 * (values[middle - 1]
-                                                                                             + values[middle]))
-            result.setdefault(frame, {})[name] = median
+            values = [r[key] for r in rows if key in r and math.isfinite(r[key])]
+            result.setdefault(frame, {})[name] = reduce(values) if values else None
         return result
+
+    @classmethod
+    def _mean(cls, rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+        return cls._reduce(rows, lambda values: sum(values) / len(values))
+
+    @classmethod
+    def _median(cls, rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+        return cls._reduce(rows, statistics.median)
 
     def summary(self) -> dict[str, Any]:
         def grouped(field: str) -> dict[str, Any]:
