@@ -76,6 +76,9 @@ class DecoderConfig:
         "canonical", help="frame of the occupancy labels: the true canonical one, or the one the STN predicted"
     )
     voxel_floor: float = param(0.5, min=0.0, max=8.0, help="every level keeps at least ceil(f * r^2) voxels per sample")
+    level_features: bool = param(
+        False, help="every decoder level samples image features at its candidate voxels (through T) for its occupancy"
+    )
 
     def __post_init__(self) -> None:
         levels = len(self.channels)
@@ -114,7 +117,7 @@ class LossConfig:
     rotation: float = param(0.0, min=0.0, max=1e6, help="geodesic rotation loss when poses are given")
     pose: float = param(
         0.0, min=0.0, max=1e6,
-        help="ground-truth surface under predicted vs true transform (symmetry-aware; needs poses)",
+        help="pose loss: rotation (symmetry-aware) + log-scale + translation terms (needs poses)",
     )  # fmt: skip
 
 
@@ -133,6 +136,9 @@ class TrainConfig:
     best_metric: Literal["cd_l2", "cd_l1", "f@1%", "f@2%", "vol_rel_err"] = "f@1%"
     time_limit_minutes: float = param(0.0, min=0.0, max=1e6, help="save and stop after this long; 0 = no limit")
     threads: int = param(0, min=0, max=1024, help="torch intra-op threads; 0 keeps torch's default")
+    calibrate_pruning: bool = param(
+        True, help="at the end, pick best.pt's voxel_floor and prune_threshold on the val split (engine/calibrate.py)"
+    )
 
 
 @dataclass(frozen=True)

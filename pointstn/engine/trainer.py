@@ -14,6 +14,7 @@ the step and the loss terms; last.pt stays the last good state. A resume whose c
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import signal
@@ -39,14 +40,14 @@ from pointstn.engine.distributed import (
     shutdown,
 )
 from pointstn.engine.history import History
-from pointstn.engine.validate import validate
+from pointstn.engine.calibrate import calibrate_pruning
+from pointstn.engine.validate import LOWER_IS_BETTER, validate
 from pointstn.errors import PointstnError
 from pointstn.io.atomic import atomic_write_text
 from pointstn.models.build import build_model
 from pointstn.models.losses import LossWeights, Targets, reconstruction_loss
 
 log = logging.getLogger("pointstn.train")
-LOWER_IS_BETTER = ("cd_l2", "cd_l1", "vol_rel_err")
 # keys a resumed run may change (more steps, a new time limit, other threads or workers)
 RESUMABLE = ("train.max_steps", "train.time_limit_minutes", "train.threads", "data.num_workers", "output_dir")
 
@@ -292,11 +293,35 @@ def _train(config, run_dir, context, checkpoint, time_limit_minutes, progress) -
     bar.close()
     if last_saved != step:
         save("last.pt", best)
+    if context.is_main and stopped != "signal":
+        _calibrate_best(model, val_set, config, run_dir)
     if context.is_main:
         history.save()
         history.plot(metric=train_cfg.best_metric)
         log.info("%s at step %d; run folder %s", stopped, step, run_dir)
     return TrainResult(run_dir=run_dir, step=step, best_value=best, stopped=stopped)
+
+
+def _calibrate_best(model, val_set, config, run_dir: Path) -> None:
+    """Pick best.pt's inference pruning on the validation split (`pointstn.engine.calibrate`) and write
+    it into best.pt's config. Changes `model`'s weights to best.pt's (training is over)."""
+    path = run_dir / "best.pt"
+    if not config.train.calibrate_pruning or model.decoder is None or not path.is_file():
+        return
+    best = load_checkpoint(path)
+    load_model_state(model, best)
+    calibration = calibrate_pruning(model, val_set, best.config)
+    for floor, threshold, value in calibration.table:
+        log.info("calibration: voxel_floor=%g prune_threshold=%g -> val %s=%s", floor, threshold,
+                 config.train.best_metric, "n/a" if value is None else f"{value:.4g}")
+    log.info("calibration: best.pt infers with voxel_floor=%g prune_threshold=%g", calibration.voxel_floor,
+             calibration.prune_threshold)
+    atomic_write_text(run_dir / "calibration.json", json.dumps({
+        "metric": config.train.best_metric, "chosen": {"voxel_floor": calibration.voxel_floor,
+                                                      "prune_threshold": calibration.prune_threshold,
+                                                      "value": calibration.value},
+        "table": [{"voxel_floor": f, "prune_threshold": t, "value": v} for f, t, v in calibration.table]}, indent=1))
+    save_checkpoint(path, model=model, config=calibration.apply(best.config), step=best.step, **best.state)
 
 
 def _validate(model, val_set, config, context, step, best, history, save):

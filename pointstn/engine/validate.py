@@ -9,6 +9,7 @@ from pointstn.data.dataset import PreparedDataset
 from pointstn.engine.evaluate import MetricTable, Prediction, sample_metrics
 
 VALIDATION_BATCH = 16
+LOWER_IS_BETTER = ("cd_l2", "cd_l1", "vol_rel_err")  # metrics where a smaller value is better
 
 
 def model_prediction(model, images: torch.Tensor) -> Prediction:
@@ -19,12 +20,17 @@ def model_prediction(model, images: torch.Tensor) -> Prediction:
                       rotation=out.transform.rotation)
 
 
-def validate(model, dataset: PreparedDataset, config: ExperimentConfig) -> dict[str, float | None]:
-    """Mean shape-frame metrics over the split (and vol_rel_err when it selects the best checkpoint)."""
+def validate(model, dataset: PreparedDataset, config: ExperimentConfig, *,
+             max_images: int | None = None) -> dict[str, float | None]:
+    """Mean shape-frame metrics over the split (and vol_rel_err when it selects the best checkpoint);
+    `max_images`: at most this many, taken at even strides (every object of the split still shows)."""
     was_training = model.training
     model.eval()
     table = MetricTable()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=VALIDATION_BATCH, shuffle=False, num_workers=0)
+    items = dataset
+    if max_images is not None:
+        items = torch.utils.data.Subset(dataset, range(0, len(dataset), max(1, -(-len(dataset) // max_images))))
+    loader = torch.utils.data.DataLoader(items, batch_size=VALIDATION_BATCH, shuffle=False, num_workers=0)
     device = next(model.parameters()).device
     for batch in loader:
         batch = type(batch)(*(t.to(device) for t in batch))

@@ -67,6 +67,7 @@ def build_model(config: ExperimentConfig) -> Reconstructor:
             points_per_voxel=model.decoder.points_per_voxel,
             prune_threshold=model.decoder.prune_threshold,
             voxel_floor=model.decoder.voxel_floor,
+            level_features=model.decoder.level_features,
         )
     return Reconstructor(
         backbone=backbone, localization=localization, coarse_head=coarse_head, sampler=sampler, decoder=decoder,

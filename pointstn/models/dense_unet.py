@@ -34,14 +34,17 @@ from pointstn.models.sparse_unet import (
     GRID_HI,
     GRID_LO,
     ChannelNorm,
+    InferencePruning,
+    LevelLift,
     PointHead,
     check_decoder_arguments,
     check_inputs,
+    check_lift,
     check_targets,
     init_occupancy_head,
     keep_voxels,
     level_caps,
-    level_floors,
+    level_projections,
     occupancy_targets,
     prune_threshold_logit,
 )
@@ -57,7 +60,7 @@ def _conv3(in_channels: int, out_channels: int) -> nn.Sequential:
     return _block(nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False))
 
 
-class DenseUNetDecoder(nn.Module):
+class DenseUNetDecoder(nn.Module, InferencePruning):
     """Dense U-Net decoder with the constructor and interface of `SparseUNetDecoder` (module docstring)."""
 
     def __init__(
@@ -70,6 +73,7 @@ class DenseUNetDecoder(nn.Module):
         prune_threshold: float = 0.5,
         voxel_budget: float = 8.0,
         voxel_floor: float = 0.0,
+        level_features: bool = False,
     ):
         super().__init__()
         self.resolutions = check_decoder_arguments(
@@ -78,9 +82,9 @@ class DenseUNetDecoder(nn.Module):
         )  # fmt: skip
         c = tuple(channels)
         self.in_channels, self.channels, self.resolution = in_channels, c, resolution
-        self.points_per_voxel, self.prune_threshold = points_per_voxel, prune_threshold
+        self.points_per_voxel = points_per_voxel
         self.caps = level_caps(resolutions=self.resolutions, voxel_budget=voxel_budget)
-        self.floors = level_floors(resolutions=self.resolutions, voxel_floor=voxel_floor)
+        self.set_inference_pruning(voxel_floor=voxel_floor, prune_threshold=prune_threshold)
         levels = len(c)
         self.stem = _conv3(in_channels, c[0])
         self.down = nn.ModuleList(
@@ -94,6 +98,7 @@ class DenseUNetDecoder(nn.Module):
         self.heads = nn.ModuleList(nn.Conv3d(c[l], 1, 1) for l in range(levels))
         for head in self.heads:
             init_occupancy_head(head)
+        self.lift = level_projections(in_channels, c) if level_features else None
         self.point_head = PointHead(in_channels=c[0], points_per_voxel=points_per_voxel)
 
     def occupancy_targets(self, points: Tensor, lengths: Tensor | None = None) -> OccupancyPyramid:
@@ -101,14 +106,17 @@ class DenseUNetDecoder(nn.Module):
         return occupancy_targets(points, lengths, resolutions=self.resolutions)
 
     def forward(
-        self, points: Tensor, features: Tensor, lengths: Tensor | None = None, targets: OccupancyPyramid | None = None
+        self, points: Tensor, features: Tensor, lengths: Tensor | None = None, targets: OccupancyPyramid | None = None,
+        lift: LevelLift | None = None,
     ) -> DecoderOutput:
         """Decode (B, N, 3) points with (B, N, C_in) features into a cloud (see `DecoderOutput`).
 
         Points outside [-0.5, 0.5]^3 are ignored. Gradients reach `features` and every parameter.
+        `lift`: as for `SparseUNetDecoder.forward`, here at every voxel of the grid.
         """
         batch = check_inputs(points, features, in_channels=self.in_channels)
         check_targets(targets, resolutions=self.resolutions, batch_size=batch)
+        check_lift(self.lift, lift)
         x = self.stem(self._grid_input(points, features, lengths))
         skips = [x]
         for down in self.down:
@@ -119,9 +127,12 @@ class DenseUNetDecoder(nn.Module):
         for level in reversed(range(len(self.channels))):
             if level < len(self.channels) - 1:
                 x = self.up_norm[level](self.up[level](x) + skips[level])
-            logits = self.heads[level](x).reshape(-1)
             resolution = self.resolutions[level]
             coords = grid_coords(batch_size=batch, resolution=resolution, device=x.device)
+            if self.lift is not None:
+                lifted = self.lift[level](lift(coords, resolution))  # (B * r^3, C), lexicographic = grid order
+                x = x + lifted.view(batch, resolution, resolution, resolution, -1).permute(0, 4, 1, 2, 3)
+            logits = self.heads[level](x).reshape(-1)
             labels = None if targets is None else targets.dense(level).reshape(-1).to(logits.dtype)
             levels[level] = LevelOutput(coords=coords, logits=logits, targets=labels, resolution=resolution)
             x = self.refine[level](x)

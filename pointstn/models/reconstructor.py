@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
 from pointstn.models.types import SimilarityTransform
+from pointstn.ops.voxel import voxel_centers
 
 
 @dataclass(frozen=True)
@@ -113,13 +114,20 @@ class Reconstructor(nn.Module):
             queries = coarse
             if self.lattice.numel():
                 queries = torch.cat((coarse, self.lattice.to(coarse.dtype).expand(batch, -1, -1)), dim=1)
-            point_features = self.sampler(queries, transform, features.maps)
+            self.sampler.check_inputs(queries, transform, features.maps)
+            reduced = self.sampler.reduce_maps(features.maps)
+            point_features = self.sampler.sample(queries, transform, reduced)
             targets = None
             if gt_points_camera is not None:
                 targets = self.decoder.occupancy_targets(*targets_in_predicted_frame(gt_points_camera, transform))
             elif gt_points is not None:
                 targets = self.decoder.occupancy_targets(gt_points, gt_lengths)
-            decoded: DecoderOutput = self.decoder(queries, point_features.features, targets=targets)
+            lift = None
+            if self.decoder.lift is not None:
+                def lift(coords: Tensor, resolution: int) -> Tensor:
+                    centres = voxel_centers(coords, resolution=resolution, dtype=queries.dtype)
+                    return self.sampler.sample_packed(centres, coords[:, 0], transform, reduced)
+            decoded: DecoderOutput = self.decoder(queries, point_features.features, targets=targets, lift=lift)
             points, lengths, levels = decoded.points, decoded.lengths, decoded.levels
         return ReconstructionOutput(
             points=points,

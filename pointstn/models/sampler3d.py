@@ -77,6 +77,25 @@ def split_channels(total: int, levels: int) -> tuple[int, ...]:
     return tuple(base + (1 if i >= levels - extra else 0) for i in range(levels))
 
 
+def bilinear_packed(feature_map: Tensor, batch_index: Tensor, uv: Tensor) -> Tensor:
+    """(B, C, H, W) map, (N,) sample of each point, (N, 2) normalized coordinates -> (N, C): exactly
+    `grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False)` per point, but for
+    points packed over the batch (four gathers; corners outside the map contribute zero)."""
+    batch, channels, height, width = feature_map.shape
+    flat = feature_map.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
+    x = ((uv[:, 0] + 1) * width - 1) / 2  # pixel coordinates, centres at integers
+    y = ((uv[:, 1] + 1) * height - 1) / 2
+    x0, y0 = torch.floor(x), torch.floor(y)
+    out = feature_map.new_zeros(uv.shape[0], channels)
+    for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        cx, cy = x0 + dx, y0 + dy
+        weight = (1 - (x - cx).abs()) * (1 - (y - cy).abs())
+        inside = (cx >= 0) & (cx <= width - 1) & (cy >= 0) & (cy <= height - 1)
+        index = (batch_index * height + cy.clamp(0, height - 1).long()) * width + cx.clamp(0, width - 1).long()
+        out = out + flat[index] * (weight * inside)[:, None]
+    return out
+
+
 class FeatureSampler3D(nn.Module):
     """(points (B,N,3) normalized canonical, SimilarityTransform, maps) -> PointFeatures.
 
@@ -106,21 +125,43 @@ class FeatureSampler3D(nn.Module):
 
     def forward(self, points: Tensor, transform: SimilarityTransform, maps: Sequence[Tensor]) -> PointFeatures:
         """points (B, N, 3); transform with batch B; maps[i] (B, in_channels[i], H_i, W_i), finest first."""
-        self._check_inputs(points, transform, maps)
+        self.check_inputs(points, transform, maps)
+        return self.sample(points, transform, self.reduce_maps(maps))
+
+    def reduce_maps(self, maps: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        """The backbone's maps after the 1x1 reductions (B, level_channels[i], H_i, W_i): what both
+        `sample` and `sample_packed` read, computed once per forward pass."""
+        return tuple(reduce(feature_map) for reduce, feature_map in zip(self.reduce, maps))
+
+    def sample(self, points: Tensor, transform: SimilarityTransform, reduced: Sequence[Tensor]) -> PointFeatures:
+        """`forward` on maps already reduced by `reduce_maps` (inputs not checked)."""
         points_camera = transform.apply(points)
         uv = project_weak_perspective(points_camera, transform.translation, self.focal)
         rel_depth = (points_camera[..., 2] - transform.translation[:, None, 2]) / transform.scale[:, None]
         valid = ((uv.abs() <= 1).all(dim=-1)).to(points.dtype)  # (B, N)
         grid = uv.unsqueeze(1)  # (B, 1, N, 2): x = u (columns), y = v (rows)
         sampled = [
-            F.grid_sample(reduce(feature_map), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            for reduce, feature_map in zip(self.reduce, maps)
+            F.grid_sample(feature_map, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            for feature_map in reduced
         ]  # each (B, C_i, 1, N)
         image_features = torch.cat(sampled, dim=1).squeeze(2).transpose(1, 2) * valid[..., None]
         features = torch.cat((image_features, rel_depth[..., None], valid[..., None], points), dim=-1)
         return PointFeatures(features=features, uv=uv, rel_depth=rel_depth, points_camera=points_camera)
 
-    def _check_inputs(self, points: Tensor, transform: SimilarityTransform, maps: Sequence[Tensor]) -> None:
+    def sample_packed(self, points: Tensor, batch_index: Tensor, transform: SimilarityTransform,
+                      reduced: Sequence[Tensor]) -> Tensor:
+        """(N, 3) points of samples `batch_index` (N,) -> (N, out_channels) features, the layout of
+        `forward` (e.g. the candidate voxels of a sparse decoder level, packed over the batch)."""
+        b = batch_index.long()
+        scale, translation = transform.scale[b], transform.translation[b]
+        points_camera = scale[:, None] * (points[:, None, :] @ transform.rotation[b].transpose(1, 2))[:, 0] + translation
+        uv = self.focal * points_camera[:, :2] / translation[:, 2:3]
+        rel_depth = (points_camera[:, 2] - translation[:, 2]) / scale
+        valid = ((uv.abs() <= 1).all(dim=-1)).to(points.dtype)
+        image_features = torch.cat([bilinear_packed(m, b, uv) for m in reduced], dim=1) * valid[:, None]
+        return torch.cat((image_features, rel_depth[:, None], valid[:, None], points), dim=-1)
+
+    def check_inputs(self, points: Tensor, transform: SimilarityTransform, maps: Sequence[Tensor]) -> None:
         if points.ndim != 3 or points.shape[-1] != 3 or not points.is_floating_point():
             raise ValueError(f"points must be a float (B, N, 3) tensor; got {tuple(points.shape)} {points.dtype}")
         batch = points.shape[0]

@@ -38,7 +38,7 @@ RetinaNet), so an untrained decoder keeps few voxels instead of half of all cand
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -247,7 +247,23 @@ def _norm_relu(channels: int) -> list[nn.Module]:
     return [FeatureWise(ChannelNorm(channels)), FeatureWise(nn.ReLU(inplace=True))]
 
 
-class SparseUNetDecoder(nn.Module):
+class InferencePruning:
+    """What both decoders share about their keep rule at inference (module docstring), settable after
+    construction (`pointstn.engine.calibrate` picks the pair on the validation split)."""
+
+    resolutions: tuple[int, ...]
+    caps: tuple[int, ...]
+
+    def set_inference_pruning(self, *, voxel_floor: float, prune_threshold: float) -> None:
+        if not 0.0 <= prune_threshold <= 1.0:
+            raise ValueError(f"prune_threshold is a probability in [0, 1], got {prune_threshold}")
+        floors = level_floors(resolutions=self.resolutions, voxel_floor=voxel_floor)
+        if voxel_floor < 0 or any(f > c for f, c in zip(floors, self.caps)):
+            raise ValueError(f"voxel_floor must be in [0, voxel_budget], got {voxel_floor}")
+        self.voxel_floor, self.floors, self.prune_threshold = float(voxel_floor), floors, float(prune_threshold)
+
+
+class SparseUNetDecoder(nn.Module, InferencePruning):
     """Sparse generative U-Net decoder (module docstring); levels = len(channels), finest first.
 
     Args:
@@ -258,6 +274,8 @@ class SparseUNetDecoder(nn.Module):
         prune_threshold: occupancy probability a voxel must exceed to be kept at inference.
         voxel_budget: a sample keeps at most ceil(voxel_budget * r**2) voxels at a level of resolution r.
         voxel_floor: and at least ceil(voxel_floor * r**2) (its highest-scoring; at least 1).
+        level_features: every level adds image features at its candidate voxels (`forward`'s `lift`,
+            in_channels wide) through a linear map, before its occupancy head.
     """
 
     def __init__(
@@ -270,6 +288,7 @@ class SparseUNetDecoder(nn.Module):
         prune_threshold: float = 0.5,
         voxel_budget: float = 8.0,
         voxel_floor: float = 0.0,
+        level_features: bool = False,
     ):
         super().__init__()
         self.resolutions = check_decoder_arguments(
@@ -278,9 +297,9 @@ class SparseUNetDecoder(nn.Module):
         )  # fmt: skip
         c = tuple(channels)
         self.in_channels, self.channels, self.resolution = in_channels, c, resolution
-        self.points_per_voxel, self.prune_threshold = points_per_voxel, prune_threshold
+        self.points_per_voxel = points_per_voxel
         self.caps = level_caps(resolutions=self.resolutions, voxel_budget=voxel_budget)
-        self.floors = level_floors(resolutions=self.resolutions, voxel_floor=voxel_floor)
+        self.set_inference_pruning(voxel_floor=voxel_floor, prune_threshold=prune_threshold)
         levels = len(c)
         self.stem = _subm_block(in_channels, c[0], "enc0")
         self.down = nn.ModuleList(
@@ -296,6 +315,7 @@ class SparseUNetDecoder(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(c[l], 1) for l in range(levels))
         for head in self.heads:
             init_occupancy_head(head)
+        self.lift = level_projections(in_channels, c) if level_features else None
         self.point_head = PointHead(in_channels=c[0], points_per_voxel=points_per_voxel)
 
     def occupancy_targets(self, points: Tensor, lengths: Tensor | None = None) -> OccupancyPyramid:
@@ -303,7 +323,8 @@ class SparseUNetDecoder(nn.Module):
         return occupancy_targets(points, lengths, resolutions=self.resolutions)
 
     def forward(
-        self, points: Tensor, features: Tensor, lengths: Tensor | None = None, targets: OccupancyPyramid | None = None
+        self, points: Tensor, features: Tensor, lengths: Tensor | None = None, targets: OccupancyPyramid | None = None,
+        lift: LevelLift | None = None,
     ) -> DecoderOutput:
         """Decode (B, N, 3) points with (B, N, C_in) features into a cloud (see `DecoderOutput`).
 
@@ -311,9 +332,12 @@ class SparseUNetDecoder(nn.Module):
         at the grid centre with zero features. Gradients reach `features` (not `points`: voxel
         membership is discrete) and every parameter. `targets` (from `occupancy_targets`) label
         each level's voxels and, in training mode, are kept in addition to the predicted ones.
+        `lift(coords (V, 4), resolution) -> (V, C_in)`: the image features at voxels (required with
+        `level_features`; the reconstructor passes its 3D sampler through the predicted transform).
         """
         batch = check_inputs(points, features, in_channels=self.in_channels)
         check_targets(targets, resolutions=self.resolutions, batch_size=batch)
+        check_lift(self.lift, lift)
         x = self._voxel_input(points, features, lengths)
         x = self.stem(x)
         skips = [x]
@@ -329,6 +353,8 @@ class SparseUNetDecoder(nn.Module):
                 x = self.up[level](x)
                 x = add_skip(x, skips[level], resolution=resolution)
                 x = self.up_norm[level](x)
+            if self.lift is not None:
+                x = replace_features(x, x.features + self.lift[level](lift(x.indices, resolution)))
             logits = self.heads[level](x.features).squeeze(1)
             occupied = None if targets is None else is_occupied(x.indices, targets.levels[level], resolution=resolution)
             keep = keep_voxels(
@@ -355,6 +381,19 @@ class SparseUNetDecoder(nn.Module):
             coords = torch.cat((coords, torch.cat((missing.int()[:, None], centre), dim=1)))
             pooled = torch.cat((pooled, pooled.new_zeros(missing.numel(), pooled.shape[1])))
         return make_sparse_tensor(coords=coords, features=pooled, spatial_shape=(r, r, r), batch_size=batch)
+
+
+LevelLift = Callable[[Tensor, int], Tensor]
+
+
+def level_projections(in_channels: int, channels: Sequence[int]) -> nn.ModuleList:
+    """One linear map per level from the lifted image features (in_channels) to the level's channels."""
+    return nn.ModuleList(nn.Linear(in_channels, c) for c in channels)
+
+
+def check_lift(projections: nn.ModuleList | None, lift: LevelLift | None) -> None:
+    if projections is not None and lift is None:
+        raise ValueError("this decoder reads image features at every level (level_features): pass `lift`")
 
 
 def add_skip(tensor: SparseConvTensor, skip: SparseConvTensor, *, resolution: int) -> SparseConvTensor:

@@ -214,6 +214,34 @@ def test_smoke_config_trains_end_to_end_and_fills_the_run_folder(smoke_runs, tin
         f"finished at step 6; best f@1% = {best_value:.4f}; run folder {run_dir}"
 
 
+def test_training_ends_by_calibrating_best_pt_pruning_on_the_val_split(smoke_runs, tiny_dataset):
+    """best.pt's config carries the (voxel_floor, prune_threshold) that scored best on the validation
+    split, and validating best.pt as stored reproduces that score; without a decoder nothing is calibrated."""
+    from pointstn.data.dataset import PreparedDataset
+    from pointstn.engine.calibrate import MAX_IMAGES, PRUNE_THRESHOLDS, VOXEL_FLOORS
+    from pointstn.engine.validate import validate
+
+    run_dir, result = smoke_runs("sparse")
+    report = json.loads((run_dir / "calibration.json").read_text())
+    table = [(row["voxel_floor"], row["prune_threshold"], row["value"]) for row in report["table"]]
+    assert [(f, t) for f, t, _ in table] == list(itertools.product(VOXEL_FLOORS, PRUNE_THRESHOLDS))
+    best_value = max(v for *_, v in table)
+    first_best = next((f, t) for f, t, v in table if v == best_value)
+    chosen = report["chosen"]
+    assert (chosen["voxel_floor"], chosen["prune_threshold"]) == first_best and chosen["value"] == best_value
+    best = load_checkpoint(run_dir / "best.pt")
+    assert (best.config.model.decoder.voxel_floor, best.config.model.decoder.prune_threshold) == first_best
+    last = load_checkpoint(run_dir / "last.pt")
+    assert last.config.model.decoder == load_config(run_dir / "config.yaml", ExperimentConfig).model.decoder
+    model, _ = model_from_checkpoint(run_dir / "best.pt")
+    val_set = PreparedDataset(tiny_dataset, split=best.config.data.val_split, image_size=best.config.data.image_size,
+                              num_points=min(best.config.eval.num_gt_points, best.config.data.num_gt_points))
+    assert validate(model, val_set, best.config, max_images=MAX_IMAGES)["f@1%"] == pytest.approx(best_value, abs=1e-7)
+    assert "calibration: best.pt infers with" in (run_dir / "log.txt").read_text()
+    psgn_dir, _ = smoke_runs("none")
+    assert not (psgn_dir / "calibration.json").exists()
+
+
 # --- 2. resume exactness ----------------------------------------------------------------------------
 
 def test_resume_after_sigterm_continues_exactly_like_the_uninterrupted_run(smoke_runs, tiny_dataset, tmp_path,

@@ -144,3 +144,43 @@ def test_rejects_bad_arguments():
         DenseUNetDecoder(in_channels=3, channels=(4, 4, 4), resolution=6)
     with pytest.raises(ValueError, match="in_channels"):
         DenseUNetDecoder(in_channels=0)
+
+
+def test_level_features_equal_in_both_decoders_and_are_required():
+    """With level_features, each level adds a linear map of lift(coords, r): the dense decoder (every voxel)
+    equals the sparse one on a fully occupied grid, and gradients reach the lifted features."""
+    r, batch = 4, 2
+    kwargs = {"in_channels": 3, "channels": (4, 5), "resolution": r, "points_per_voxel": 2, "prune_threshold": 0.0,
+              "level_features": True}
+    sparse = SparseUNetDecoder(**kwargs).double()
+    dense = DenseUNetDecoder(**kwargs).double()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in sparse.parameters():
+            p.copy_(0.6 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    copy_sparse_into_dense(sparse, dense)
+    dense.lift.load_state_dict(sparse.lift.state_dict())
+    centres = (grid_coords(batch_size=1, resolution=r, device=torch.device("cpu"))[:, 1:].double() + 0.5) / r - 0.5
+    points = centres.expand(batch, -1, -1).contiguous()
+    features = torch.randn(batch, r**3, 3, generator=g, dtype=torch.float64)
+    table = {res: torch.randn(batch, res, res, res, 3, generator=g, dtype=torch.float64, requires_grad=True)
+             for res in (r, r // 2)}
+
+    def lift(coords, resolution):  # a per-voxel feature table, looked up by coordinates
+        b, i, j, k = coords.long().unbind(dim=1)
+        return table[resolution][b, i, j, k]
+
+    out_s = sparse.eval()(points, features, lift=lift)
+    out_d = dense.eval()(points, features, lift=lift)
+    for ls, ld in zip(out_s.levels, out_d.levels):
+        order = torch.argsort(linearize_coords(ls.coords, resolution=ls.resolution))
+        torch.testing.assert_close(ls.logits[order], ld.logits, **TOL64)
+    torch.testing.assert_close(out_s.points, out_d.points, **TOL64)
+    grads_s = torch.autograd.grad(out_s.points.sum() + out_s.levels[1].logits.sum(), list(table.values()))
+    grads_d = torch.autograd.grad(out_d.points.sum() + out_d.levels[1].logits.sum(), list(table.values()))
+    for a, b in zip(grads_s, grads_d):
+        torch.testing.assert_close(a, b, **TOL64)
+        assert a.abs().sum() > 0
+    for decoder in (sparse, dense):
+        with pytest.raises(ValueError, match="pass `lift`"):
+            decoder(points, features)

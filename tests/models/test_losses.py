@@ -90,17 +90,21 @@ def test_non_finite_loss_names_its_terms():
 
 
 def naive_pose(out, targets, unique):
-    """Loop reference: the true surface under both transforms, by correspondence or Chamfer / 2, / size**2."""
+    """Loop reference: rotation (the normalized truth turned by both rotations, by correspondence or
+    Chamfer / 2) + squared log scale ratio + squared translation error / size**2, averaged."""
     values = []
     for b in range(targets.points.shape[0]):
         canonical = targets.points[b] / targets.size[b]
-        moved = out.transform.scale[b] * canonical @ out.transform.rotation[b].T + out.transform.translation[b]
-        truth = targets.points_camera[b]
+        turned = canonical @ out.transform.rotation[b].T
+        truth = canonical @ targets.rotation[b].T
         if unique[b]:
-            value = ((moved - truth) ** 2).sum(-1).mean()
+            rotation = ((turned - truth) ** 2).sum(-1).mean()
         else:
-            value = naive_chamfer(moved, truth) / 2
-        values.append(value / targets.size[b] ** 2)
+            rotation = naive_chamfer(turned, truth) / 2
+        scale = (out.transform.scale[b].log() - targets.size[b].log()) ** 2
+        true_t = targets.points_camera[b, 0] - targets.points[b, 0] @ targets.rotation[b].T
+        translation = ((out.transform.translation[b] - true_t) ** 2).sum() / targets.size[b] ** 2
+        values.append(rotation + scale + translation)
     return sum(values) / len(values)
 
 
@@ -109,7 +113,8 @@ def test_pose_term_matches_reference_values_and_gradients(unique):
     out, targets = make_case(with_decoder=False)
     rotation = out.transform.rotation.clone().requires_grad_(True)
     translation = out.transform.translation.clone().requires_grad_(True)
-    transform = SimilarityTransform(rotation, out.transform.scale, translation)
+    scale = out.transform.scale.clone().requires_grad_(True)
+    transform = SimilarityTransform(rotation, scale, translation)
     out = ReconstructionOutput(points=out.points, lengths=out.lengths, points_camera=out.points_camera,
                                transform=transform, coarse=out.coarse, coarse_camera=out.coarse_camera, levels=())
     flags = None if unique is None else torch.tensor(unique)
@@ -118,8 +123,8 @@ def test_pose_term_matches_reference_values_and_gradients(unique):
     loss = reconstruction_loss(out, targets, LossWeights(pose=1.0, chamfer_coarse=0.0))
     expected = naive_pose(out, targets, (False, False) if unique is None else unique)
     torch.testing.assert_close(loss.terms["pose"], expected, rtol=1e-10, atol=0)
-    got = torch.autograd.grad(loss.total, (rotation, translation))
-    want = torch.autograd.grad(expected, (rotation, translation))
+    got = torch.autograd.grad(loss.total, (rotation, scale, translation))
+    want = torch.autograd.grad(expected, (rotation, scale, translation))
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-12)
 

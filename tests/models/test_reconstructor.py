@@ -127,7 +127,7 @@ def test_query_lattice_reaches_the_decoder_with_image_features():
     assert model.lattice.shape == (64, 3) and torch.equal(torch.unique(model.lattice), torch.tensor([-0.375, -0.125,
                                                                                                       0.125, 0.375]))
     seen = {}
-    model.sampler.register_forward_hook(lambda module, args, out: seen.update(points=args[0], features=out.features))
+    model.decoder.register_forward_hook(lambda module, args, out: seen.update(points=args[0], features=args[1]))
     images = torch.rand(2, 3, 64, 64, requires_grad=True)
     out = model(images, gt_points=torch.rand(2, 300, 3) - 0.5)
     assert seen["points"].shape == (2, 128 + 64, 3)
@@ -176,3 +176,17 @@ def test_predicted_frame_targets_train_through_the_model():
     camera = (torch.rand(2, 300, 3) - 0.5) * 0.1 + torch.tensor([0.0, 0.0, 1.0])
     out = model(torch.rand(2, 3, 64, 64), gt_points_camera=camera)
     assert all(level.targets is not None and level.targets.sum() > 0 for level in out.levels)
+
+
+def test_level_features_lift_the_image_at_every_decoder_level():
+    """With model.decoder.level_features, each level's candidate voxels get the sampler's features through
+    the predicted transform: the occupancy logits of every level depend on the image."""
+    torch.manual_seed(0)
+    model = build_model(smoke("model.decoder.level_features=true"))
+    images = torch.rand(2, 3, 64, 64, requires_grad=True)
+    out = model(images, gt_points=torch.rand(2, 300, 3) - 0.5)
+    for level in out.levels:
+        (grad,) = torch.autograd.grad(level.logits.square().sum(), images, retain_graph=True)
+        assert grad.abs().sum() > 0
+    weights = [p for name, p in model.named_parameters() if name.startswith("decoder.lift.")]
+    assert len(weights) == 2 * len(out.levels)
