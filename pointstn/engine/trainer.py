@@ -30,6 +30,7 @@ from pointstn.data.augment import Augmentation
 from pointstn.data.dataset import PreparedDataset
 from pointstn.data.format import read_manifest
 from pointstn.data.shapes.spec import UNIQUE_ROTATION_SYMMETRIES
+from pointstn.engine.calibrate import calibrate_pruning
 from pointstn.engine.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from pointstn.engine.distributed import (
     any_rank,
@@ -40,7 +41,6 @@ from pointstn.engine.distributed import (
     shutdown,
 )
 from pointstn.engine.history import History
-from pointstn.engine.calibrate import calibrate_pruning
 from pointstn.engine.validate import LOWER_IS_BETTER, validate
 from pointstn.errors import PointstnError
 from pointstn.io.atomic import atomic_write_text

@@ -221,7 +221,7 @@ def test_training_ends_by_calibrating_best_pt_pruning_on_the_val_split(smoke_run
     from pointstn.engine.calibrate import MAX_IMAGES, PRUNE_THRESHOLDS, VOXEL_FLOORS
     from pointstn.engine.validate import validate
 
-    run_dir, result = smoke_runs("sparse")
+    run_dir, _ = smoke_runs("sparse")
     report = json.loads((run_dir / "calibration.json").read_text())
     table = [(row["voxel_floor"], row["prune_threshold"], row["value"]) for row in report["table"]]
     assert [(f, t) for f, t, _ in table] == list(itertools.product(VOXEL_FLOORS, PRUNE_THRESHOLDS))

@@ -16,8 +16,8 @@ from pointstn.models.localization import LocalizationNet, nominal_pose_from_rig
 from pointstn.models.sampler3d import (
     GEOMETRY_CHANNELS,
     FeatureSampler3D,
-    bilinear_packed,
     PointFeatures,
+    bilinear_packed,
     project_weak_perspective,
     split_channels,
 )
