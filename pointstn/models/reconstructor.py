@@ -114,9 +114,7 @@ class Reconstructor(nn.Module):
             queries = coarse
             if self.lattice.numel():
                 queries = torch.cat((coarse, self.lattice.to(coarse.dtype).expand(batch, -1, -1)), dim=1)
-            self.sampler.check_inputs(queries, transform, features.maps)
-            reduced = self.sampler.reduce_maps(features.maps)
-            point_features = self.sampler.sample(queries, transform, reduced)
+            point_features = self.sampler(queries, transform, features.maps)
             targets = None
             if gt_points_camera is not None:
                 targets = self.decoder.occupancy_targets(*targets_in_predicted_frame(gt_points_camera, transform))
@@ -126,7 +124,7 @@ class Reconstructor(nn.Module):
             if self.decoder.lift is not None:
                 def lift(coords: Tensor, resolution: int) -> Tensor:
                     centres = voxel_centers(coords, resolution=resolution, dtype=queries.dtype)
-                    return self.sampler.sample_packed(centres, coords[:, 0], transform, reduced)
+                    return self.sampler.sample_packed(centres, coords[:, 0], transform, point_features.maps)
             decoded: DecoderOutput = self.decoder(queries, point_features.features, targets=targets, lift=lift)
             points, lengths, levels = decoded.points, decoded.lengths, decoded.levels
         return ReconstructionOutput(

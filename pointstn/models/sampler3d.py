@@ -45,12 +45,14 @@ GEOMETRY_CHANNELS = 5  # rel_depth, valid, x, y, z
 @dataclass(frozen=True)
 class PointFeatures:
     """features (B, N, out_channels) (layout in the module docstring); uv (B, N, 2) normalized image
-    coordinates; rel_depth (B, N) = (z_cam - t_z) / s; points_camera (B, N, 3) metres."""
+    coordinates; rel_depth (B, N) = (z_cam - t_z) / s; points_camera (B, N, 3) metres; maps: the
+    reduced feature maps that were sampled (for `FeatureSampler3D.sample_packed` at more points)."""
 
     features: Tensor
     uv: Tensor
     rel_depth: Tensor
     points_camera: Tensor
+    maps: tuple[Tensor, ...] = ()
 
 
 def project_weak_perspective(points_cam: Tensor, translation: Tensor, focal: float) -> Tensor:
@@ -125,7 +127,7 @@ class FeatureSampler3D(nn.Module):
 
     def forward(self, points: Tensor, transform: SimilarityTransform, maps: Sequence[Tensor]) -> PointFeatures:
         """points (B, N, 3); transform with batch B; maps[i] (B, in_channels[i], H_i, W_i), finest first."""
-        self.check_inputs(points, transform, maps)
+        self._check_inputs(points, transform, maps)
         return self.sample(points, transform, self.reduce_maps(maps))
 
     def reduce_maps(self, maps: Sequence[Tensor]) -> tuple[Tensor, ...]:
@@ -146,7 +148,8 @@ class FeatureSampler3D(nn.Module):
         ]  # each (B, C_i, 1, N)
         image_features = torch.cat(sampled, dim=1).squeeze(2).transpose(1, 2) * valid[..., None]
         features = torch.cat((image_features, rel_depth[..., None], valid[..., None], points), dim=-1)
-        return PointFeatures(features=features, uv=uv, rel_depth=rel_depth, points_camera=points_camera)
+        return PointFeatures(features=features, uv=uv, rel_depth=rel_depth, points_camera=points_camera,
+                             maps=tuple(reduced))
 
     def sample_packed(self, points: Tensor, batch_index: Tensor, transform: SimilarityTransform,
                       reduced: Sequence[Tensor]) -> Tensor:
@@ -161,7 +164,7 @@ class FeatureSampler3D(nn.Module):
         image_features = torch.cat([bilinear_packed(m, b, uv) for m in reduced], dim=1) * valid[:, None]
         return torch.cat((image_features, rel_depth[:, None], valid[:, None], points), dim=-1)
 
-    def check_inputs(self, points: Tensor, transform: SimilarityTransform, maps: Sequence[Tensor]) -> None:
+    def _check_inputs(self, points: Tensor, transform: SimilarityTransform, maps: Sequence[Tensor]) -> None:
         if points.ndim != 3 or points.shape[-1] != 3 or not points.is_floating_point():
             raise ValueError(f"points must be a float (B, N, 3) tensor; got {tuple(points.shape)} {points.dtype}")
         batch = points.shape[0]
