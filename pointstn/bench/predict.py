@@ -1,22 +1,24 @@
-"""Predict suite: file-to-PLY latency per stage, one image at a time, as `pointstn predict` runs it.
+"""Predict suite: file-to-PLY latency per stage, at batch 1 and batch 16, as `pointstn predict` runs it.
 
-Set-up in every worker process (not timed): a randomly initialised model of `configs/base.yaml`
-(quick mode: `configs/smoke.yaml`) saved with `save_checkpoint` in a temporary folder, loaded with
-`Predictor.from_checkpoint` (its one-off load + warm-up time is reported separately), and a few
-rendered-looking PNG photos (`photo`): a shaded ball-like blob on a plain, slightly noisy
-background, 480 x 640 pixels like a phone snapshot scaled down.
+Set-up in every worker process (not timed): the checkpoint -- a trained one given with
+`pointstn benchmark --suite predict --checkpoint CKPT`, else a randomly initialised model of
+`configs/base.yaml` (quick mode: `configs/smoke.yaml`) saved with `save_checkpoint` in a temporary
+folder -- loaded with `Predictor.from_checkpoint` (its one-off load + warm-up time is reported
+separately), and rendered-looking PNG photos (`photo`): a shaded ball-like blob on a plain, slightly
+noisy background, 480 x 640 pixels like a phone snapshot scaled down, a distinct photo for every image.
 
-The checkpoint sets `model.decoder.prune_threshold=0`: a random decoder prunes almost every voxel,
-so its fine cloud would be empty and the predictor would fall back to the coarse cloud, skipping the
-costly path. With threshold 0 the decoder keeps its voxel budget (`voxel_budget * r^2` voxels per
-level): the fine cloud exists, is cut to 4096 points by farthest-point sampling, and the decoder does
-at least the work of a trained one on a large object (an upper bound).
+A random checkpoint sets `model.decoder.prune_threshold=0`: a random decoder prunes almost every
+voxel, so its fine cloud would be its floor only. With threshold 0 the decoder keeps its voxel budget
+(`voxel_budget * r^2` voxels per level): the fine cloud is cut to 4096 points by farthest-point
+sampling, and the decoder does at least the work of a trained one on a large object (an upper bound).
+A trained checkpoint runs as stored (its calibrated pruning).
 
-One timed repeat = one image from its file to its outputs: `Predictor.predict(path, batch_size=1)`
-then `write_prediction`. Contenders: `ply` (the PLY only) and `all-formats` (PLY, NPZ, PNG figure,
-HTML viewer, JSON). Stages (`StageTimings`): load (decode, validate, render the model's view), model
-(forward, point selection, resampling), geometry (pose, volumes, oriented box); export (the files) is
-timed around `write_prediction`. Stage medians come from the last round; the total's from all rounds.
+One timed repeat = one batch of images from their files to their outputs: `Predictor.predict(paths,
+batch_size=B)` then `write_prediction` for each; the time per image is the repeat's time / B.
+Contenders: `ply` (the PLY only) and `all-formats` (PLY, NPZ, PNG figure, HTML viewer, JSON). Stages
+(`StageTimings`, per image): load (decode, validate, render the model's view), model (the batch's
+forward, point selection, resampling, / B), geometry (pose, volumes, oriented box); export (the files)
+is timed around `write_prediction`. Stage medians come from the last round; the total's from all rounds.
 """
 
 from __future__ import annotations
@@ -31,29 +33,36 @@ import numpy as np
 from pointstn.bench.header import section_header
 
 NAME = "predict"
-TITLE = "Predict: file-to-PLY latency per stage (one image at a time, random-weight default model)"
+TITLE = "Predict: file-to-PLY latency per stage, batch 1 and batch 16"
 STAGES = ("load", "model", "geometry", "export")
 CONTENDERS = {"ply": ("ply",), "all-formats": ("ply", "npz", "png", "html", "json")}
 PHOTO_HW = (480, 640)
 NUM_POINTS = 4096
-QUICK = {"config": "smoke.yaml", "photo_hw": (96, 128), "num_points": 512, "images": 2}
+QUICK = {"config": "smoke.yaml", "photo_hw": (96, 128), "num_points": 512, "batches": (1, 2), "repeats": 2}
+BATCHES = (1, 16)
+REPEATS = {1: 8, 16: 2}  # timed batches per round
 
 
-def cases(quick: bool) -> list[dict]:
-    params = {
-        "config": QUICK["config"] if quick else "base.yaml",
-        "overrides": ["model.decoder.prune_threshold=0.0"],
+def cases(quick: bool, checkpoint: str | None = None) -> list[dict]:
+    base = {
         "photo_hw": list(QUICK["photo_hw"] if quick else PHOTO_HW),
         "num_points": QUICK["num_points"] if quick else NUM_POINTS,
         "seed": 0,
     }
-    repeats = QUICK["images"] if quick else 8
-    return [{
-        "case": f"{params['photo_hw'][0]} x {params['photo_hw'][1]} PNG -> outputs, batch 1",
-        "params": params,
-        "rounds": 1 if quick else 3,
-        "contenders": [{"name": name, "warmup": 1, "repeats": repeats} for name in CONTENDERS],
-    }]  # fmt: skip
+    if checkpoint is not None:
+        base["checkpoint"] = str(Path(checkpoint).resolve())
+    else:
+        base.update(config=QUICK["config"] if quick else "base.yaml", overrides=["model.decoder.prune_threshold=0.0"])
+    out = []
+    for batch in QUICK["batches"] if quick else BATCHES:
+        repeats = QUICK["repeats"] if quick else REPEATS[batch]
+        out.append({
+            "case": f"{base['photo_hw'][0]} x {base['photo_hw'][1]} PNG -> outputs, batch {batch}",
+            "params": {**base, "batch_size": batch},
+            "rounds": 1 if quick else 3,
+            "contenders": [{"name": name, "warmup": 1, "repeats": repeats} for name in CONTENDERS],
+        })  # fmt: skip
+    return out
 
 
 def photo(*, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -106,36 +115,47 @@ def measure(contender: str, params: dict, *, warmup: int, repeats: int, memory) 
         raise ValueError(f"unknown predict contender {contender!r}; valid choices: {', '.join(CONTENDERS)}")
     formats = CONTENDERS[contender]
     height, width = params["photo_hw"]
+    batch = int(params.get("batch_size", 1))
     with tempfile.TemporaryDirectory(prefix="pointstn-bench-predict-") as tmp:
         folder = Path(tmp)
-        photos = write_photos(folder, count=max(1, repeats), height=height, width=width, seed=int(params["seed"]))
-        checkpoint = random_checkpoint(folder / "model.pt", config_name=params["config"],
-                                       overrides=list(params["overrides"]), seed=int(params["seed"]))
+        photos = write_photos(folder, count=(warmup + repeats) * batch, height=height, width=width,
+                              seed=int(params["seed"]))
+        if "checkpoint" in params:
+            checkpoint = Path(params["checkpoint"])
+        else:
+            checkpoint = random_checkpoint(folder / "model.pt", config_name=params["config"],
+                                           overrides=list(params["overrides"]), seed=int(params["seed"]))
         memory.mark_inputs_allocated()
         predictor = Predictor.from_checkpoint(checkpoint)
         out = folder / "out"
         out.mkdir()
-        run = {"checkpoint": {"path": str(checkpoint), "step": 0}, "input": {"source": "benchmark"}}
+        run = {"checkpoint": {"path": str(checkpoint)}, "input": {"source": "benchmark"}}
 
-        def one(path: Path) -> tuple[float, dict, object]:
+        def one(paths: list[Path]) -> tuple[float, list[dict], object]:
+            """One batch: (seconds per image, per-image stage seconds, the last (result, written))."""
             start = time.perf_counter()
-            [result] = predictor.predict(str(path), num_points=int(params["num_points"]), batch_size=1)
-            begin_export = time.perf_counter()
-            written = write_prediction(result, directory=out, stem=path.stem, formats=formats, run=run)
-            end = time.perf_counter()
-            t = result.timings
-            stages = {"load": t.load_s, "model": t.model_s, "geometry": t.geometry_s, "export": end - begin_export}
-            return end - start, stages, (result, written)
+            results = predictor.predict([str(p) for p in paths], num_points=int(params["num_points"]),
+                                        batch_size=len(paths))
+            per_image = []
+            for path, result in zip(paths, results, strict=True):
+                begin_export = time.perf_counter()
+                written = write_prediction(result, directory=out, stem=path.stem, formats=formats, run=run)
+                t = result.timings
+                per_image.append({"load": t.load_s, "model": t.model_s, "geometry": t.geometry_s,
+                                  "export": time.perf_counter() - begin_export})
+            return (time.perf_counter() - start) / len(paths), per_image, (result, written)
 
-        for index in range(warmup):
-            one(photos[index % len(photos)])
+        batches = [photos[i * batch:(i + 1) * batch] for i in range(warmup + repeats)]
+        for paths in batches[:warmup]:
+            one(paths)
         load_before = os.getloadavg()[0]
         times, stages = [], {s: [] for s in STAGES}
-        for path in photos[:repeats]:
-            total, per_stage, (result, written) = one(path)
-            times.append(total)
-            for stage, value in per_stage.items():
-                stages[stage].append(value)
+        for paths in batches[warmup:]:
+            per_image_s, per_image, (result, written) = one(paths)
+            times.append(per_image_s)
+            for timings in per_image:
+                for stage, value in timings.items():
+                    stages[stage].append(value)
         return {
             "times_s": times,
             "check": {
@@ -152,6 +172,23 @@ def measure(contender: str, params: dict, *, warmup: int, repeats: int, memory) 
         }
 
 
+def _model_line(report: dict) -> str:
+    params = report["cases"][0]["params"]
+    if "checkpoint" in params:
+        return (f"- checkpoint: `{params['checkpoint']}` (trained; its stored config and calibrated pruning), "
+                f"{params['num_points']} points per cloud")
+    return ("- checkpoint: a random-weight `configs/base.yaml` model with `model.decoder.prune_threshold=0` (the "
+            "decoder keeps its voxel budget, so the fine cloud exists and is cut by farthest-point sampling: at least "
+            "a trained model's work)")
+
+
+def _shares(case: dict, name: str) -> str:
+    stages = stage_medians(case["results"][name]["check"])
+    total = sum(stages.values()) or 1.0
+    batch = case["params"].get("batch_size", 1)
+    return f"batch {batch} {name}: " + ", ".join(f"{s} {100 * v / total:.0f}%" for s, v in stages.items())
+
+
 def stage_medians(check: dict) -> dict[str, float]:
     """Median seconds of every stage in a result's check."""
     return {stage: float(np.median(check["stages_s"][stage])) for stage in STAGES}
@@ -162,23 +199,21 @@ def markdown(report: dict) -> str:
     env = report["environment"]
     lines = [
         *section_header(report),
+        _model_line(report),
         (
-            "- `Predictor.predict(path, batch_size=1)` + `write_prediction` per image, on a random-weight checkpoint "
-            "with `model.decoder.prune_threshold=0` (the decoder keeps its voxel budget, so the fine cloud exists and is "
-            "cut by farthest-point sampling: at least a trained model's work). Inputs: distinct shaded-blob PNG photos."
-        ),
-        (
-            "- each contender runs in a fresh process per round (rounds alternate the order); total = median over all "
-            "timed images of all rounds; stage medians from the last round; startup = `Predictor.from_checkpoint` "
-            "(load + one warm-up forward), once per process; peak extra = peak RSS minus RSS before the checkpoint load."
+            "- one timed repeat: `Predictor.predict(paths, batch_size=B)` + `write_prediction` per image, B distinct "
+            "shaded-blob PNG photos; total = the repeat's time / B (median over all rounds); stage columns: per-image "
+            "medians from the last round (model = the batch's forward / B); startup = `Predictor.from_checkpoint` "
+            "(load + one warm-up forward), once per process; each contender runs in a fresh process per round "
+            "(rounds alternate the order); peak extra = peak RSS minus RSS before the checkpoint load."
         ),
     ]
     if env["quick"]:
         lines.append("- **quick mode: tiny sizes, a smoke test, not a measurement**")
     lines += [
         "",
-        "| case | contender | total median (ms) | min .. max (ms) | n | load | model | geometry | export | startup (s) | points | files | peak extra MB |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| case | contender | total median (ms / image) | min .. max | n | images/s | load | model | geometry | export | startup (s) | points | files | peak extra MB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]  # fmt: skip
     for case in report["cases"]:
         for name, result in case["results"].items():
@@ -186,10 +221,11 @@ def markdown(report: dict) -> str:
             stages = stage_medians(check)
             lines.append(
                 f"| {case['case']} | {name} | {1000 * t['median_s']:.1f} | {1000 * t['min_s']:.1f} .. "
-                f"{1000 * t['max_s']:.1f} | {t['n']} | "
+                f"{1000 * t['max_s']:.1f} | {t['n']} | {1 / t['median_s']:.2f} | "
                 + " | ".join(f"{1000 * stages[s]:.1f}" for s in STAGES)
                 + f" | {check['startup_s']:.2f} | {check['points']} ({check['cloud_source']}, {check['resampling']}) | "
                 f"{', '.join(check['files'])} | {result['peak_extra_mb']:.0f} |"
             )
-    lines += ["", "Stage columns are medians in ms per image (model: batch of 1)."]
+    lines += ["", "Stage columns are medians in ms per image; their shares of the total: "
+              + "; ".join(_shares(case, name) for case in report["cases"] for name in case["results"]) + "."]
     return "\n".join(lines) + "\n"

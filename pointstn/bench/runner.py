@@ -36,6 +36,9 @@ SUITES = {"chamfer": chamfer, "decoder": decoder, "data": data, "model": model, 
           "scaling": scaling}
 
 
+CHECKPOINT_SUITES = ("predict",)  # suites that can measure a trained checkpoint (`run(checkpoint=...)`)
+
+
 def run(
     suites: list[str] | tuple[str, ...],
     out_md: str | Path | None = None,
@@ -43,6 +46,7 @@ def run(
     quick: bool = False,
     threads: int = 2,
     command: str | None = None,
+    checkpoint: str | Path | None = None,
 ) -> dict:
     """Run the named suites and return the report; optionally write JSON and Markdown.
 
@@ -53,6 +57,8 @@ def run(
         quick: tiny sizes and a single round (a smoke test, not a measurement).
         threads: torch/scipy thread count in every child process.
         command: the command line to record (defaults to this process's argv).
+        checkpoint: a trained checkpoint for the suites that can measure one (those whose `cases`
+            takes `checkpoint`: predict); otherwise they use a random-weight model of the default config.
 
     Returns:
         {"environment": {...}, "suites": {name: {"title", "cases": [...]}}}.
@@ -66,7 +72,8 @@ def run(
     report = {"environment": env, "suites": {}}
     for name in suites:
         suite = SUITES[name]
-        cases = [_run_case(name, case, threads=threads) for case in suite.cases(quick)]
+        options = {"checkpoint": str(checkpoint)} if checkpoint is not None and name in CHECKPOINT_SUITES else {}
+        cases = [_run_case(name, case, threads=threads) for case in suite.cases(quick, **options)]
         report["suites"][name] = {"title": suite.TITLE, "cases": cases}
     env["load_average_end"] = _load_average()
     if out_json is not None:

@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="write the raw results as JSON here")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per case (default 2)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the suites run, numbers mean nothing")
+    parser.add_argument("--checkpoint", default=None, metavar="CKPT",
+                        help="predict suite: measure this trained checkpoint (default: a random-weight default model)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
     if pending:
         print(f"pointstn benchmark: not implemented yet: {', '.join(pending)}", file=sys.stderr)
     if available:
-        run_suites(available, out_md=args.out, out_json=args.json, quick=args.quick, threads=args.threads)
+        if args.checkpoint is not None:
+            from pointstn.engine.checkpoint import load_checkpoint
+
+            load_checkpoint(args.checkpoint)  # one clear line now, not a traceback in a worker process
+        run_suites(available, out_md=args.out, out_json=args.json, quick=args.quick, threads=args.threads,
+                   checkpoint=args.checkpoint)
     # asking only for suites that do not exist yet is not a success
     return 0 if available else 3

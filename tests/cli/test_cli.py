@@ -71,3 +71,13 @@ def test_overrides_may_follow_options(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["config", config, "--kind", "experiment", "--bogus-option"])
     assert exc.value.code == 2 and "unrecognized arguments: --bogus-option" in capsys.readouterr().err
+
+
+def test_benchmark_refuses_a_bad_checkpoint_in_one_line(tmp_path, capsys):
+    from pointstn.cli.main import main
+
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["benchmark", "--suite", "predict", "--checkpoint", str(bad)]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pointstn benchmark: error: ") and str(bad) in err and "\n" not in err
