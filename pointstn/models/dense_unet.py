@@ -82,7 +82,7 @@ class DenseUNetDecoder(nn.Module, InferencePruning):
         )  # fmt: skip
         c = tuple(channels)
         self.in_channels, self.channels, self.resolution = in_channels, c, resolution
-        self.points_per_voxel = points_per_voxel
+        self.points_per_voxel, self.voxel_budget = points_per_voxel, voxel_budget
         self.caps = level_caps(resolutions=self.resolutions, voxel_budget=voxel_budget)
         self.set_inference_pruning(voxel_floor=voxel_floor, prune_threshold=prune_threshold)
         levels = len(c)

@@ -32,7 +32,14 @@ children are never proposed), and at most `ceil(voxel_budget * r**2)`
 voxels per sample at a level of resolution r (the highest-scoring first; in training ground-truth
 voxels rank first), which bounds memory: a closed surface spanning the unit cube occupies about
 6 r^2 voxels. The occupancy heads start from a prior probability `OCCUPANCY_PRIOR` (bias init as in
-RetinaNet), so an untrained decoder keeps few voxels instead of half of all candidates.
+RetinaNet), so an untrained decoder keeps few voxels instead of half of all candidates. The
+inference pair (`voxel_floor`, `prune_threshold`) can be changed after construction
+(`set_inference_pruning`); training ends by choosing it on the validation split (engine/calibrate.py).
+
+Level features (`level_features=True`): after its up-sampling (at the coarsest level: after `grow`),
+every level adds `Linear(lift(coords, r))` to its candidates' features, `lift` being the 3D sampler
+evaluated at the candidate voxel centres through the predicted transform, so occupancy heads at fine
+levels see the image where they decide, not only where the coarse cloud put points.
 """
 
 from __future__ import annotations
@@ -96,13 +103,18 @@ def check_decoder_arguments(
     )):  # fmt: skip
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not 0.0 <= prune_threshold <= 1.0:
-        raise ValueError(f"prune_threshold is a probability in [0, 1], got {prune_threshold}")
     if not voxel_budget > 0:
         raise ValueError(f"voxel_budget must be > 0 (voxels per r**2 per sample), got {voxel_budget}")
+    check_pruning(prune_threshold=prune_threshold, voxel_floor=voxel_floor, voxel_budget=voxel_budget)
+    return decoder_resolutions(resolution=resolution, levels=len(channels))
+
+
+def check_pruning(*, prune_threshold: float, voxel_floor: float, voxel_budget: float) -> None:
+    """ValueError unless the inference keep rule is valid (threshold a probability, floor within the budget)."""
+    if not 0.0 <= prune_threshold <= 1.0:
+        raise ValueError(f"prune_threshold is a probability in [0, 1], got {prune_threshold}")
     if not 0 <= voxel_floor <= voxel_budget:
         raise ValueError(f"voxel_floor must be in [0, voxel_budget = {voxel_budget}], got {voxel_floor}")
-    return decoder_resolutions(resolution=resolution, levels=len(channels))
 
 
 def occupancy_targets(points: Tensor, lengths: Tensor | None = None, *, resolutions: Sequence[int]) -> OccupancyPyramid:
@@ -252,15 +264,12 @@ class InferencePruning:
     construction (`pointstn.engine.calibrate` picks the pair on the validation split)."""
 
     resolutions: tuple[int, ...]
-    caps: tuple[int, ...]
+    voxel_budget: float
 
     def set_inference_pruning(self, *, voxel_floor: float, prune_threshold: float) -> None:
-        if not 0.0 <= prune_threshold <= 1.0:
-            raise ValueError(f"prune_threshold is a probability in [0, 1], got {prune_threshold}")
-        floors = level_floors(resolutions=self.resolutions, voxel_floor=voxel_floor)
-        if voxel_floor < 0 or any(f > c for f, c in zip(floors, self.caps)):
-            raise ValueError(f"voxel_floor must be in [0, voxel_budget], got {voxel_floor}")
-        self.voxel_floor, self.floors, self.prune_threshold = float(voxel_floor), floors, float(prune_threshold)
+        check_pruning(prune_threshold=prune_threshold, voxel_floor=voxel_floor, voxel_budget=self.voxel_budget)
+        self.voxel_floor, self.prune_threshold = float(voxel_floor), float(prune_threshold)
+        self.floors = level_floors(resolutions=self.resolutions, voxel_floor=voxel_floor)
 
 
 class SparseUNetDecoder(nn.Module, InferencePruning):
@@ -297,7 +306,7 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         )  # fmt: skip
         c = tuple(channels)
         self.in_channels, self.channels, self.resolution = in_channels, c, resolution
-        self.points_per_voxel = points_per_voxel
+        self.points_per_voxel, self.voxel_budget = points_per_voxel, voxel_budget
         self.caps = level_caps(resolutions=self.resolutions, voxel_budget=voxel_budget)
         self.set_inference_pruning(voxel_floor=voxel_floor, prune_threshold=prune_threshold)
         levels = len(c)

@@ -315,3 +315,24 @@ def test_rejects_bad_arguments():
     wrong = occupancy_targets(torch.zeros(1, 5, 3), resolutions=(16, 8))
     with pytest.raises(ValueError, match="resolutions"):
         model(torch.zeros(1, 5, 3), torch.zeros(1, 5, 3), targets=wrong)
+
+
+def test_inference_pruning_can_be_changed_after_construction():
+    """set_inference_pruning: the new floor and threshold decide what eval keeps (same as a decoder built with
+    them); invalid pairs are refused and leave the decoder unchanged."""
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 3, "channels": (4, 4), "resolution": 8}
+    built = SparseUNetDecoder(**kwargs, voxel_floor=1.0, prune_threshold=0.9).eval()
+    changed = SparseUNetDecoder(**kwargs).eval()
+    changed.load_state_dict(built.state_dict())
+    changed.set_inference_pruning(voxel_floor=1.0, prune_threshold=0.9)
+    assert (changed.voxel_floor, changed.prune_threshold, changed.floors) == (1.0, 0.9, built.floors)
+    points = torch.rand(2, 40, 3) - 0.5
+    features = torch.randn(2, 40, 3)
+    a, b = built(points, features), changed(points, features)
+    assert torch.equal(a.points, b.points) and a.lengths.tolist() == b.lengths.tolist()
+    for bad, message in (({"voxel_floor": 9.0, "prune_threshold": 0.5}, "voxel_floor must be in"),
+                         ({"voxel_floor": 1.0, "prune_threshold": -0.1}, "prune_threshold is a probability")):
+        with pytest.raises(ValueError, match=message):
+            changed.set_inference_pruning(**bad)
+        assert (changed.voxel_floor, changed.prune_threshold) == (1.0, 0.9)
