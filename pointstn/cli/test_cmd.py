@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prune-threshold", type=float, default=None, metavar="P",
                         help="occupancy probability the decoder keeps voxels above at inference "
                              "(default: the checkpoint's model.decoder.prune_threshold)")
+    parser.add_argument("--voxel-floor", type=float, default=None, metavar="F",
+                        help="every decoder level keeps at least ceil(F * r^2) voxels per sample "
+                             "(default: the checkpoint's model.decoder.voxel_floor)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,12 +50,16 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise PointstnError(f"cannot create the output folder {out.parent}: {exc.strerror or exc}") from None
     model, checkpoint = model_from_checkpoint(args.ckpt)
-    if args.prune_threshold is not None:
-        if not 0.0 <= args.prune_threshold <= 1.0:
-            raise PointstnError(f"--prune-threshold must be a probability in [0, 1], got {args.prune_threshold}")
+    if args.prune_threshold is not None or args.voxel_floor is not None:
         if model.decoder is None:
-            raise PointstnError(f"{args.ckpt} has no decoder (model.decoder.kind=none); --prune-threshold does not apply")
-        model.decoder.prune_threshold = args.prune_threshold
+            raise PointstnError(f"{args.ckpt} has no decoder (model.decoder.kind=none); "
+                                "--prune-threshold and --voxel-floor do not apply")
+        try:
+            model.decoder.set_inference_pruning(
+                prune_threshold=model.decoder.prune_threshold if args.prune_threshold is None else args.prune_threshold,
+                voxel_floor=model.decoder.voxel_floor if args.voxel_floor is None else args.voxel_floor)
+        except ValueError as exc:
+            raise PointstnError(f"--prune-threshold / --voxel-floor: {exc}") from None
     if checkpoint.config.model != config.model:
         print(f"note: the model is rebuilt from {args.ckpt}'s own config; the model section of {args.config} differs")
     psgn = model_from_checkpoint(args.psgn_ckpt)[0] if "psgn" in baselines else None

@@ -29,7 +29,7 @@ def test_report_has_every_method_frame_and_metric(tiny_dataset, tmp_path, capsys
     out = tmp_path / "metrics.json"
     code = main(["test", str(REPO / "configs" / "smoke.yaml"), f"data.root={tiny_dataset}", "eval.num_gt_points=1024",
                  "eval.num_pred_points=256", "--ckpt", str(ours), "--baselines", "retrieval,oracle_nn,psgn",
-                 "--psgn-ckpt", str(psgn), "--out", str(out), "--prune-threshold", "0.3"])
+                 "--psgn-ckpt", str(psgn), "--out", str(out), "--prune-threshold", "0.3", "--voxel-floor", "1"])
     assert code == 0
     report = json.loads(out.read_text())
     assert set(report["methods"]) == {"pointstn", "retrieval", "oracle_nn", "psgn"}
@@ -56,6 +56,7 @@ def test_bad_requests(tiny_dataset, tmp_path):
     assert main(base + ["--baselines", "nearest"]) == 2
     assert main(base + ["--baselines", "psgn"]) == 2  # needs --psgn-ckpt
     assert main(base + ["--prune-threshold", "1.5"]) == 2
+    assert main(base + ["--voxel-floor", "-1"]) == 2
     assert main(base + ["--split", "holdout"]) == 2
     blocker = tmp_path / "file"
     blocker.write_text("")
