@@ -250,7 +250,7 @@ def _train(config, run_dir, context, checkpoint, time_limit_minutes, progress) -
                 try:
                     subset = torch.Generator(device=context.device).manual_seed(train_cfg.seed * 1_000_003 + step)
                     loss = reconstruction_loss(output, targets, weights, fine_points=config.model.num_output_points,
-                                               generator=subset, decoder_frame=config.model.decoder.target_frame)
+                                               generator=subset)
                 except FloatingPointError as exc:
                     raise PointstnError(f"training stopped at step {step + 1}: {exc}; {_last_good(run_dir)}") from None
                 optimizer.zero_grad(set_to_none=True)

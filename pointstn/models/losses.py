@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pointstn.models.reconstructor import ReconstructionOutput, targets_in_predicted_frame
+from pointstn.models.reconstructor import ReconstructionOutput
 from pointstn.ops.chamfer import chamfer_distance
 from pointstn.ops.rotation import geodesic_angle
 
@@ -116,8 +116,7 @@ def random_subset(points: Tensor, lengths: Tensor, count: int, *others: Tensor,
 
 
 def reconstruction_loss(output: ReconstructionOutput, targets: Targets, weights: LossWeights, *,
-                        fine_points: int | None = None, generator: torch.Generator | None = None,
-                        decoder_frame: str = "canonical") -> LossTerms:
+                        fine_points: int | None = None, generator: torch.Generator | None = None) -> LossTerms:
     """All loss terms of one batch (terms with weight 0 are still computed for logging, unless costly).
 
     fine_points: the fine cloud's Chamfer terms use a random subset of at most this many of its points
@@ -127,11 +126,6 @@ def reconstruction_loss(output: ReconstructionOutput, targets: Targets, weights:
         dominated the step (profiled: 2.3 s of 4 s at batch 16 with 16 384 ground-truth points).
     generator: the subset's random source (the trainer seeds one per step, so a resumed run draws
         the same subsets as an uninterrupted one).
-    decoder_frame: the frame the decoder's occupancy was labelled in (`model.decoder.target_frame`).
-        "predicted": the fine cloud lives in the predicted transform's frame, so its "canonical" term
-        compares it with the ground truth brought into that frame (`targets_in_predicted_frame`);
-        against the true canonical cloud it would pull every point towards where the surface would be
-        had the pose been right (with an unlearned rotation that term ran ten times the camera-frame one).
     """
     size_sq = targets.size.square()
     gt_canonical = targets.points_normalized
@@ -143,12 +137,7 @@ def reconstruction_loss(output: ReconstructionOutput, targets: Targets, weights:
             fine, fine_camera, lengths = random_subset(fine, lengths, fine_points, fine_camera, generator=generator)
         clouds["fine"] = (fine, fine_camera, lengths)
     for level, (canonical, camera, lengths) in clouds.items():
-        if level == "fine" and decoder_frame == "predicted":
-            local, local_lengths = targets_in_predicted_frame(targets.points_camera, output.transform)
-            terms["chamfer_fine_canonical"] = chamfer_distance(canonical, local, x_lengths=lengths,
-                                                               y_lengths=local_lengths)[0]
-        else:
-            terms[f"chamfer_{level}_canonical"] = _chamfer(canonical, gt_canonical, lengths)
+        terms[f"chamfer_{level}_canonical"] = _chamfer(canonical, gt_canonical, lengths)
         per_sample = chamfer_distance(camera, targets.points_camera, x_lengths=lengths, batch_reduction=None)[0]
         terms[f"chamfer_{level}_camera"] = (per_sample / size_sq).mean()
     total = torch.zeros((), dtype=gt_canonical.dtype, device=gt_canonical.device)

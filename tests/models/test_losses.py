@@ -180,19 +180,3 @@ def test_fine_points_limits_the_fine_cloud_in_the_chamfer_terms():
     few = reconstruction_loss(out, targets, LossWeights(), fine_points=5)
     assert few.terms["chamfer_fine_canonical"] != full.terms["chamfer_fine_canonical"]
     torch.testing.assert_close(few.terms["chamfer_coarse_canonical"], full.terms["chamfer_coarse_canonical"])
-
-
-def test_fine_canonical_term_uses_the_predicted_frame_when_the_decoder_does():
-    """decoder_frame="predicted": the fine cloud's frame term compares it with the ground truth brought into
-    the predicted transform's frame (points inside the cube), not with the true canonical cloud."""
-    from pointstn.models.reconstructor import targets_in_predicted_frame
-
-    out, targets = make_case(with_decoder=True)
-    loss = reconstruction_loss(out, targets, LossWeights(), decoder_frame="predicted")
-    local, lengths = targets_in_predicted_frame(targets.points_camera, out.transform)
-    expected = sum(naive_chamfer(out.points[b, : out.lengths[b]], local[b, : lengths[b]]) for b in range(2)) / 2
-    torch.testing.assert_close(loss.terms["chamfer_fine_canonical"], expected, rtol=1e-10, atol=0)
-    canonical = reconstruction_loss(out, targets, LossWeights())
-    assert not torch.isclose(canonical.terms["chamfer_fine_canonical"], expected)
-    for name in ("chamfer_coarse_canonical", "chamfer_coarse_camera", "chamfer_fine_camera"):
-        assert torch.equal(loss.terms[name], canonical.terms[name])
