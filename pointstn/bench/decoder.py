@@ -13,6 +13,13 @@ them (candidate voxels per sample at each level).
 Memory: before the baseline is taken, one step on a 16-point input initialises the libraries
 (spconv's first-call setup, oneDNN), so peak extra memory is the decoder's, not the imports'.
 
+Allocator: peak RSS also holds what glibc's malloc keeps after `free` -- with its default dynamic
+mmap threshold, blocks of a few MB freed in one step are reused from the heap in the next and the
+heap's high-water mark creeps up over steps. The cases at R = 32 and 64 therefore run twice: with
+the default allocator, and with `MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=65536` in the
+worker's environment (blocks above 64 KB are mapped and returned at `free`), so the peak is the
+step's live working set. Both contenders get the same setting; both rows are reported.
+
 Infeasible cases: a dense case whose estimated peak (`dense_peak_estimate_gb`) exceeds
 `MEMORY_BOUND_GB` is measured at batch 1, and its time and memory are multiplied by the batch
 (activations and dense convolution work are linear in the batch): such rows say *extrapolated*.
@@ -41,6 +48,9 @@ MEMORY_BOUND_GB = 16.0
 # DESIGN.md section 5: sparse at least this much faster / leaner than dense
 TARGETS = {32: (3.7, 7.0), 64: (9.0, 10.0)}
 SHAPES = ("sphere", "box", "cylinder", "slab")
+ALLOCATORS = {"glibc default": {}, "mmap threshold 64 KB": {"MALLOC_MMAP_THRESHOLD_": "65536",
+                                                            "MALLOC_TRIM_THRESHOLD_": "65536"}}
+ALLOCATOR_RESOLUTIONS = (32, 64)  # resolutions measured under every allocator setting (the rest: default)
 QUICK = {"resolutions": (8, 16), "channels": (8, 16), "batch": 2, "input_points": 256, "target_points": 1024}
 
 
@@ -62,7 +72,8 @@ def dense_peak_estimate_gb(*, batch: int, resolution: int, channels: tuple[int, 
 
 
 def cases(quick: bool) -> list[dict]:
-    """One case per resolution; dense runs at batch 1 (extrapolated) where batch 4 would exceed the bound."""
+    """One case per resolution (and allocator setting, see the module docstring); dense runs at batch 1
+    (extrapolated) where batch 4 would exceed the bound."""
     out = []
     resolutions = QUICK["resolutions"] if quick else RESOLUTIONS
     for index, r in enumerate(resolutions):
@@ -72,21 +83,24 @@ def cases(quick: bool) -> list[dict]:
         bound = (1e-6 if index == len(resolutions) - 1 else MEMORY_BOUND_GB) if quick else MEMORY_BOUND_GB
         estimate = dense_peak_estimate_gb(batch=batch, resolution=r, channels=channels, in_channels=IN_CHANNELS)
         heavy = r >= 128
-        out.append({
-            "case": f"R={r}",
-            "params": {
-                "resolution": r, "batch": batch, "dense_batch": batch if estimate <= bound else 1,
-                "channels": list(channels), "in_channels": IN_CHANNELS, "points_per_voxel": POINTS_PER_VOXEL,
-                "input_points": QUICK["input_points"] if quick else INPUT_POINTS,
-                "target_points": QUICK["target_points"] if quick else TARGET_POINTS,
-                "memory_bound_gb": bound, "dense_estimate_gb": estimate, "seed": 0,
-            },
-            "rounds": 1 if quick else (2 if heavy else 3),
-            "contenders": [
-                {"name": "sparse", "warmup": 1, "repeats": 2 if quick else 5},
-                {"name": "dense", "warmup": 1, "repeats": 2 if quick else (2 if heavy or r >= 64 else 5)},
-            ],
-        })  # fmt: skip
+        allocators = list(ALLOCATORS) if (index == 0 if quick else r in ALLOCATOR_RESOLUTIONS) else ["glibc default"]
+        for allocator in allocators:
+            out.append({
+                "case": f"R={r}" + ("" if allocator == "glibc default" else f", {allocator}"),
+                "params": {
+                    "resolution": r, "batch": batch, "dense_batch": batch if estimate <= bound else 1,
+                    "channels": list(channels), "in_channels": IN_CHANNELS, "points_per_voxel": POINTS_PER_VOXEL,
+                    "input_points": QUICK["input_points"] if quick else INPUT_POINTS,
+                    "target_points": QUICK["target_points"] if quick else TARGET_POINTS,
+                    "memory_bound_gb": bound, "dense_estimate_gb": estimate, "seed": 0,
+                    "allocator": allocator, "worker_env": ALLOCATORS[allocator],
+                },
+                "rounds": 1 if quick else (2 if heavy else 3),
+                "contenders": [
+                    {"name": "sparse", "warmup": 1, "repeats": 2 if quick else 5},
+                    {"name": "dense", "warmup": 1, "repeats": 2 if quick else (2 if heavy or r >= 64 else 5)},
+                ],
+            })  # fmt: skip
     return out
 
 
@@ -188,6 +202,7 @@ def measure(contender: str, params: dict, *, warmup: int, repeats: int, memory) 
             "kept_voxels_per_sample": float(out.lengths.sum()) / POINTS_PER_VOXEL / batch,
             "loss": float(loss),
             "loadavg_before_after": [load_before, os.getloadavg()[0]],
+            "malloc_env": {k: os.environ.get(k) for k in ALLOCATORS["mmap threshold 64 KB"]},  # what the worker got
         },
     }
 
@@ -229,12 +244,12 @@ def markdown(report: dict) -> str:
         lines.append("- **quick mode: tiny sizes, a smoke test, not a measurement**")
     lines += [
         "",
-        "| R | contender | batch run | median (s) | min .. max (s) | IQR (s) | n | peak extra MB | candidates / sample per level (fine..coarse) | speed-up | memory ratio | target (time / memory) | load |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |",
+        "| R | allocator | contender | batch run | median (s) | min .. max (s) | IQR (s) | n | peak extra MB | candidates / sample per level (fine..coarse) | speed-up | memory ratio | target (time / memory) | load |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |",
     ]  # fmt: skip
     for case in report["cases"]:
         p, results = case["params"], case["results"]
-        r, batch = p["resolution"], p["batch"]
+        r, batch, allocator = p["resolution"], p["batch"], p.get("allocator", "glibc default")
         scaled = {name: batch_equivalent(res, batch) for name, res in results.items()}
         for name, res in results.items():
             median, low, high, peak, extrapolated = scaled[name]
@@ -254,21 +269,23 @@ def markdown(report: dict) -> str:
             candidates = " / ".join(f"{v:.0f}" for v in check["candidates_per_sample"])
             load = " / ".join(f"{v:.1f}" for v in check["loadavg_before_after"])
             lines.append(
-                f"| {r} | {name}{note if extrapolated else ''} | {check['batch_measured']} | {median:.3f} | "
+                f"| {r} | {allocator} | {name}{note if extrapolated else ''} | {check['batch_measured']} | {median:.3f} | "
                 f"{low:.3f} .. {high:.3f} | {t['iqr_s'] * batch / check['batch_measured']:.3f} | {t['n']} | {peak:.0f} | "
                 f"{candidates} | {speedup} | {memory_ratio} | {target} | {load} |"
             )
         if results.get("dense", {}).get("check", {}).get("batch_measured", batch) != batch:
             lines.append(
-                f"| {r} | dense at batch {batch}: *infeasible* (estimated peak {p['dense_estimate_gb']:.1f} GB > bound "
-                f"{p['memory_bound_gb']:g} GB) | | | | | | | | | | | |"
+                f"| {r} | {allocator} | dense at batch {batch}: *infeasible* (estimated peak {p['dense_estimate_gb']:.1f} GB > "
+                f"bound {p['memory_bound_gb']:g} GB) | | | | | | | | | | | |"
             )
     lines += [
         "",
         (
             "Speed-up and memory ratio = dense / sparse at batch 4 (dense values marked *extrapolated* are measured at "
             "batch 1 and multiplied by 4). Targets from DESIGN.md section 5. Candidates are the voxels each level scores "
-            "(dense: every voxel of the grid)."
+            "(dense: every voxel of the grid). Allocator: `mmap threshold 64 KB` = the workers ran with "
+            "`MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=65536` (glibc returns freed blocks above 64 KB at once), "
+            "so the peak is the step's live working set rather than the heap's retained high-water mark."
         ),
     ]
     return "\n".join(lines) + "\n"

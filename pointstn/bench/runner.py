@@ -4,7 +4,9 @@ A suite is a module with:
 
 - `NAME` (str) and `TITLE` (str);
 - `cases(quick: bool) -> list[dict]`: each {"case": label, "params": JSON-able dict, "rounds": int,
-  "contenders": [{"name", "warmup", "repeats"}, ...]};
+  "contenders": [{"name", "warmup", "repeats"}, ...]}; `params["worker_env"]`, if present, is a
+  {name: value} of environment variables set in that case's worker processes (e.g. glibc's malloc
+  tunables, which are read at process start);
 - `measure(contender, params, *, warmup, repeats, memory) -> dict` (runs in the child process,
   see `pointstn.bench.worker`), returning at least {"times_s": [...]} plus suite-specific checks;
 - `markdown(report: dict) -> str`: the suite's section of docs/BENCHMARKS.md;
@@ -169,7 +171,8 @@ def _spawn(job: dict) -> dict:
     """Run one job in a fresh interpreter and return its JSON result."""
     with tempfile.TemporaryDirectory(prefix="pointstn-bench-") as tmp:
         out = Path(tmp) / "result.json"
-        env = dict(os.environ, OMP_NUM_THREADS=str(job["threads"]), MKL_NUM_THREADS=str(job["threads"]))
+        env = dict(os.environ, OMP_NUM_THREADS=str(job["threads"]), MKL_NUM_THREADS=str(job["threads"]),
+                   **job["params"].get("worker_env", {}))
         cmd = [sys.executable, "-m", "pointstn.bench.worker", json.dumps(job), str(out)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode != 0 or not out.exists():
