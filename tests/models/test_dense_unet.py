@@ -45,21 +45,30 @@ def copy_sparse_into_dense(sparse: SparseUNetDecoder, dense: DenseUNetDecoder) -
             d.weight.copy_(s.weight.view(d.weight.shape))
             d.bias.copy_(s.bias)
         dense.point_head.load_state_dict(sparse.point_head.state_dict())
+        if sparse.lift is not None:
+            dense.lift.load_state_dict(sparse.lift.state_dict())
 
 
-def test_equals_sparse_decoder_on_a_fully_occupied_grid_values_and_gradients():
-    """With every voxel occupied and nothing pruned, each sparse layer is its dense convolution everywhere."""
-    r, batch = 4, 2
-    kwargs = {"in_channels": 3, "channels": (4, 5), "resolution": r, "points_per_voxel": 2, "prune_threshold": 0.0}
+def matched_decoders(*, seed: int, r: int = 4, batch: int = 2, **extra):
+    """(sparse, dense, generator, points): float64 decoders with the same random weights (channels 4, 5) and
+    one input point at the centre of every voxel of an r^3 grid, so nothing is pruned and both see every site."""
+    kwargs = {"in_channels": 3, "channels": (4, 5), "resolution": r, "points_per_voxel": 2, "prune_threshold": 0.0,
+              **extra}
     sparse = SparseUNetDecoder(**kwargs).double()
     dense = DenseUNetDecoder(**kwargs).double()
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in sparse.parameters():
             p.copy_(0.6 * torch.randn(p.shape, generator=g, dtype=p.dtype))
     copy_sparse_into_dense(sparse, dense)
     centres = (grid_coords(batch_size=1, resolution=r, device=torch.device("cpu"))[:, 1:].double() + 0.5) / r - 0.5
-    points = centres.expand(batch, -1, -1).contiguous()  # one point in every voxel
+    return sparse, dense, g, centres.expand(batch, -1, -1).contiguous()
+
+
+def test_equals_sparse_decoder_on_a_fully_occupied_grid_values_and_gradients():
+    """With every voxel occupied and nothing pruned, each sparse layer is its dense convolution everywhere."""
+    r, batch = 4, 2
+    sparse, dense, g, points = matched_decoders(seed=0, r=r, batch=batch)
     features = torch.randn(batch, r**3, 3, generator=g, dtype=torch.float64, requires_grad=True)
     out_s = sparse.eval()(points, features)
     out_d = dense.eval()(points, features)
@@ -150,18 +159,7 @@ def test_level_features_equal_in_both_decoders_and_are_required():
     """With level_features, each level adds a linear map of lift(coords, r): the dense decoder (every voxel)
     equals the sparse one on a fully occupied grid, and gradients reach the lifted features."""
     r, batch = 4, 2
-    kwargs = {"in_channels": 3, "channels": (4, 5), "resolution": r, "points_per_voxel": 2, "prune_threshold": 0.0,
-              "level_features": True}
-    sparse = SparseUNetDecoder(**kwargs).double()
-    dense = DenseUNetDecoder(**kwargs).double()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in sparse.parameters():
-            p.copy_(0.6 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    copy_sparse_into_dense(sparse, dense)
-    dense.lift.load_state_dict(sparse.lift.state_dict())
-    centres = (grid_coords(batch_size=1, resolution=r, device=torch.device("cpu"))[:, 1:].double() + 0.5) / r - 0.5
-    points = centres.expand(batch, -1, -1).contiguous()
+    sparse, dense, g, points = matched_decoders(seed=1, r=r, batch=batch, level_features=True)
     features = torch.randn(batch, r**3, 3, generator=g, dtype=torch.float64)
     table = {res: torch.randn(batch, res, res, res, 3, generator=g, dtype=torch.float64, requires_grad=True)
              for res in (r, r // 2)}

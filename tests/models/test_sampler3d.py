@@ -202,12 +202,18 @@ def make_sampler(seed: int, *, out_channels: int = 12) -> FeatureSampler3D:
     return FeatureSampler3D(in_channels=(3, 4), out_channels=out_channels, focal=FOCAL).double()
 
 
-def test_sampler_matches_naive_loop_values_and_gradients():
-    sampler = make_sampler(0)
-    maps, points, d6, log_scale, translation = random_problem(1)
+def differentiable_problem(sampler_seed: int, problem_seed: int):
+    """(sampler, maps, points, d6, log_scale, translation, leaves): a random problem whose inputs require grad."""
+    sampler = make_sampler(sampler_seed)
+    maps, points, d6, log_scale, translation = random_problem(problem_seed)
     leaves = [*maps, points, d6, log_scale, translation]
     for x in leaves:
         x.requires_grad_(True)
+    return sampler, maps, points, d6, log_scale, translation, leaves
+
+
+def test_sampler_matches_naive_loop_values_and_gradients():
+    sampler, maps, points, d6, log_scale, translation, leaves = differentiable_problem(0, 1)
     T = make_transform(d6, log_scale, translation)
     out = sampler(points, T, maps)
     expected = reference_features(sampler, points, T, maps)
@@ -345,12 +351,8 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_packed_sampling_matches_the_naive_loop_values_and_gradients():
     """sample_packed (points packed over the batch, four gathers per map) = the naive per-point loop,
-    and bilinear_packed = grid_sample, including points beyond the image border."""
-    sampler = make_sampler(4)
-    maps, points, d6, log_scale, translation = random_problem(5)
-    leaves = [*maps, points, d6, log_scale, translation]
-    for x in leaves:
-        x.requires_grad_(True)
+    including points beyond the image border."""
+    sampler, maps, points, d6, log_scale, translation, leaves = differentiable_problem(4, 5)
     T = make_transform(d6, log_scale, translation)
     batch, count = points.shape[:2]
     order = torch.randperm(batch * count, generator=gen(6))  # packed rows in any order
