@@ -177,7 +177,7 @@ def _model_line(report: dict) -> str:
     if "checkpoint" in params:
         return (f"- checkpoint: `{params['checkpoint']}` (trained; its stored config and calibrated pruning), "
                 f"{params['num_points']} points per cloud")
-    return ("- checkpoint: a random-weight `configs/base.yaml` model with `model.decoder.prune_threshold=0` (the "
+    return (f"- checkpoint: a random-weight `configs/{params['config']}` model with `model.decoder.prune_threshold=0` (the "
             "decoder keeps its voxel budget, so the fine cloud exists and is cut by farthest-point sampling: at least "
             "a trained model's work)")
 

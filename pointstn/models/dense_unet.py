@@ -78,7 +78,7 @@ class DenseUNetDecoder(nn.Module, InferencePruning):
         super().__init__()
         self.resolutions = check_decoder_arguments(
             in_channels=in_channels, channels=channels, resolution=resolution, points_per_voxel=points_per_voxel,
-            prune_threshold=prune_threshold, voxel_budget=voxel_budget, voxel_floor=voxel_floor,
+            voxel_budget=voxel_budget,
         )  # fmt: skip
         c = tuple(channels)
         self.in_channels, self.channels, self.resolution = in_channels, c, resolution

@@ -94,10 +94,11 @@ def decoder_resolutions(*, resolution: int, levels: int) -> tuple[int, ...]:
 
 
 def check_decoder_arguments(
-    *, in_channels: int, channels: Sequence[int], resolution: int, points_per_voxel: int,
-    prune_threshold: float, voxel_budget: float, voxel_floor: float = 0.0,
+    *, in_channels: int, channels: Sequence[int], resolution: int, points_per_voxel: int, voxel_budget: float,
 ) -> tuple[int, ...]:  # fmt: skip
-    """Validate the constructor arguments both decoders share; returns the resolutions (finest first)."""
+    """Validate the constructor arguments both decoders share; returns the resolutions (finest first).
+    The inference pair (prune_threshold, voxel_floor) is checked by `InferencePruning.set_inference_pruning`,
+    which both constructors call."""
     for name, value in (("in_channels", in_channels), ("points_per_voxel", points_per_voxel), *(
         (f"channels[{i}]", c) for i, c in enumerate(channels)
     )):  # fmt: skip
@@ -105,16 +106,7 @@ def check_decoder_arguments(
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not voxel_budget > 0:
         raise ValueError(f"voxel_budget must be > 0 (voxels per r**2 per sample), got {voxel_budget}")
-    check_pruning(prune_threshold=prune_threshold, voxel_floor=voxel_floor, voxel_budget=voxel_budget)
     return decoder_resolutions(resolution=resolution, levels=len(channels))
-
-
-def check_pruning(*, prune_threshold: float, voxel_floor: float, voxel_budget: float) -> None:
-    """ValueError unless the inference keep rule is valid (threshold a probability, floor within the budget)."""
-    if not 0.0 <= prune_threshold <= 1.0:
-        raise ValueError(f"prune_threshold is a probability in [0, 1], got {prune_threshold}")
-    if not 0 <= voxel_floor <= voxel_budget:
-        raise ValueError(f"voxel_floor must be in [0, voxel_budget = {voxel_budget}], got {voxel_floor}")
 
 
 def occupancy_targets(points: Tensor, lengths: Tensor | None = None, *, resolutions: Sequence[int]) -> OccupancyPyramid:
@@ -267,7 +259,10 @@ class InferencePruning:
     voxel_budget: float
 
     def set_inference_pruning(self, *, voxel_floor: float, prune_threshold: float) -> None:
-        check_pruning(prune_threshold=prune_threshold, voxel_floor=voxel_floor, voxel_budget=self.voxel_budget)
+        if not 0.0 <= prune_threshold <= 1.0:
+            raise ValueError(f"prune_threshold is a probability in [0, 1], got {prune_threshold}")
+        if not 0 <= voxel_floor <= self.voxel_budget:
+            raise ValueError(f"voxel_floor must be in [0, voxel_budget = {self.voxel_budget}], got {voxel_floor}")
         self.voxel_floor, self.prune_threshold = float(voxel_floor), float(prune_threshold)
         self.floors = level_floors(resolutions=self.resolutions, voxel_floor=voxel_floor)
 
@@ -302,7 +297,7 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         super().__init__()
         self.resolutions = check_decoder_arguments(
             in_channels=in_channels, channels=channels, resolution=resolution, points_per_voxel=points_per_voxel,
-            prune_threshold=prune_threshold, voxel_budget=voxel_budget, voxel_floor=voxel_floor,
+            voxel_budget=voxel_budget,
         )  # fmt: skip
         c = tuple(channels)
         self.in_channels, self.channels, self.resolution = in_channels, c, resolution
