@@ -10,9 +10,9 @@
 - distances are differentiable w.r.t. `p1` and `p2`; the gradient equals PyTorch3D's
   (`2 * (p1 - p2_nn)` for norm 2, `sign(p1 - p2_nn)` with sign(0) = -1 for norm 1).
 
-The neighbour *indices* come from a non-differentiable search: "kdtree" (CPU; one scipy `cKDTree`
-over the whole batch, each cloud shifted along x so that no neighbour crosses clouds; ranks by
-float64 distances) or "bruteforce" (chunked dense distances in torch, memory-bounded; any device).
+The neighbour *indices* come from a non-differentiable search: "kdtree" (CPU; one kd-tree over the
+whole batch -- `ops.kdtree`: pykdtree for norm 2, scipy's `cKDTree` for norm 1 -- each cloud shifted
+along x so that no neighbour crosses clouds; ranks by float64 distances) or "bruteforce" (chunked dense distances in torch, memory-bounded; any device).
 Where two candidates differ by less than float32 rounding, the choice may differ from PyTorch3D's
 float32 kernel while the values agree to that rounding. The distances are then recomputed with
 autograd from the gathered original (unshifted) points in the input dtype, exactly as PyTorch3D
@@ -28,6 +28,8 @@ from functools import partial
 
 import numpy as np
 import torch
+
+from pointstn.ops.kdtree import NeighbourTree, build_tree
 
 BACKENDS = ("auto", "kdtree", "bruteforce")
 _BRUTEFORCE_CHUNK_BYTES = 4 * 2**20
@@ -318,17 +320,16 @@ def _kdtree_search(
     norm: int,
     both_directions: bool,
 ) -> list[torch.Tensor]:
-    """One scipy cKDTree per side over the whole batch, clouds shifted apart along axis 0.
+    """One kd-tree per side over the whole batch (`ops.kdtree.build_tree`: pykdtree for norm 2,
+    scipy's cKDTree for norm 1), clouds shifted apart along axis 0.
 
     Cloud n is shifted by n * s with s (a power of two) larger than twice the L1 diameter of all
     points, so every point of a query's own cloud is strictly nearer than any other cloud's point.
     Neighbours are ranked by the tree's float64 distance (exact up to the ~1e-16 relative rounding
-    of the shifted coordinates), exact ties by index. For two directions, each side is queried in
-    the other tree's leaf order (spatially coherent, cache friendly). Queries use torch's thread
-    count as scipy `workers` (tree building is single-threaded and holds the GIL).
+    of the shifted coordinates), exact ties by index. For two directions with a tree that exposes its
+    leaf order, each side is queried in the other tree's leaf order (spatially coherent, cache
+    friendly). Queries use torch's thread count (tree building is single-threaded).
     """
-    from scipy.spatial import cKDTree
-
     c1, c2 = _flat_valid(p1, lengths1), _flat_valid(p2, lengths2)
     sides = [(p1, c1)] + ([(p2, c2)] if both_directions else [])
     if c1.points.shape[0] == 0 or c2.points.shape[0] == 0:
@@ -336,16 +337,16 @@ def _kdtree_search(
     _shift_apart(c1, c2)
     s1, s2 = c1.points, c2.points
     workers = max(1, torch.get_num_threads())
-    build = partial(cKDTree, leafsize=32, balanced_tree=False, compact_nodes=False)
-    tree2 = build(s2)
+    tree2 = build_tree(s2, norm=norm)
+    select = partial(_tree_select, K=K, workers=workers)
     if both_directions:
-        tree1 = build(s1)
+        tree1 = build_tree(s1, norm=norm)
         chosen = [
-            _tree_select(tree2, c2.local, s1, tree1.indices, K=K, norm=norm, workers=workers),
-            _tree_select(tree1, c1.local, s2, tree2.indices, K=K, norm=norm, workers=workers),
+            select(tree2, c2.local, s1, _query_order(tree1)),
+            select(tree1, c1.local, s2, _query_order(tree2)),
         ]
     else:
-        chosen = [_tree_select(tree2, c2.local, s1, np.arange(s1.shape[0]), K=K, norm=norm, workers=workers)]
+        chosen = [select(tree2, c2.local, s1, np.arange(s1.shape[0]))]
     out = []
     for (q, qc), sel in zip(sides, chosen):
         N, P = q.shape[0], q.shape[1]
@@ -358,7 +359,12 @@ def _kdtree_search(
     return out
 
 
-def _tree_select(tree, ref_local: np.ndarray, queries: np.ndarray, rows: np.ndarray, *, K, norm, workers):
+def _query_order(tree: NeighbourTree) -> np.ndarray:
+    """The rows of the tree's own points in its leaf order when it exposes one, else in input order."""
+    return tree.leaf_order if tree.leaf_order is not None else np.arange(tree.n)
+
+
+def _tree_select(tree: NeighbourTree, ref_local: np.ndarray, queries: np.ndarray, rows: np.ndarray, *, K, workers):
     """(Mq, K) in-cloud indices of the K nearest tree points of each query row, ranked by
     (distance, index). The tree proposes K + 1 candidates; rows whose last candidate ties the K-th
     (exact ties: duplicates, lattices) are re-queried with 4x more candidates until resolved."""
@@ -366,8 +372,8 @@ def _tree_select(tree, ref_local: np.ndarray, queries: np.ndarray, rows: np.ndar
     chosen = np.zeros((queries.shape[0], K), dtype=np.int64)
     n_cand = min(K + 1, M2)
     while rows.size:
-        dist, cand = tree.query(queries[rows], k=n_cand, p=norm, workers=workers)
-        dist, local = dist.reshape(rows.size, n_cand), ref_local[cand.reshape(rows.size, n_cand)]
+        dist, cand = tree.query(queries[rows], k=n_cand, workers=workers)
+        local = ref_local[cand]
         keep = min(K, n_cand)
         if n_cand == K + 1 and K == 1:  # fast path: the tree already sorted by distance
             chosen[rows, 0] = local[:, 0]
