@@ -54,6 +54,10 @@ class STNConfig:
     nominal_scale: float = param(0.15, min=1e-3, max=10.0, help="longest edge (m) of the nominal pose")
     max_log_scale: float = param(3.0, min=0.1, max=10.0, help="bound of the predicted log-scale correction")
     max_translation: float = param(0.5, min=0.01, max=10.0, help="bound (m) of the translation correction")
+    rotation_anchor_step_deg: float = param(
+        0.0, min=0.0, max=90.0,
+        help="0 = one regressed 6D rotation; else score anchor views this many degrees apart in azimuth and "
+             "elevation, each with a 6D residual (models/localization.py)")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import math
 from pointstn.config.schema import ExperimentConfig
 from pointstn.models.backbone import ResNetBackbone
 from pointstn.models.heads import CoarseHead
-from pointstn.models.localization import LocalizationNet, nominal_pose_from_rig
+from pointstn.models.localization import LocalizationNet, nominal_pose_from_rig, rotation_anchors
 from pointstn.models.reconstructor import Reconstructor
 from pointstn.models.sampler3d import FeatureSampler3D
 
@@ -52,6 +52,8 @@ def build_model(config: ExperimentConfig) -> Reconstructor:
         enabled=model.stn.enabled,
         max_log_scale=model.stn.max_log_scale,
         max_translation=model.stn.max_translation,
+        anchors=rotation_anchors(rig, model.stn.rotation_anchor_step_deg, elevation_deg=model.stn.nominal_elevation_deg)
+        if model.stn.rotation_anchor_step_deg else None,
     )
     coarse_head = CoarseHead(in_channels=pooled, num_points=model.num_coarse_points, hidden=model.coarse_hidden)
     sampler = decoder = None

@@ -23,6 +23,21 @@ Soft clamps (smooth, so gradients never stop; identity near 0, exact 0 at 0):
 - `max_translation` (default 0.5 m): each component of t stays within 0.5 m of t_nom. Since t_nom's
   depth must exceed it, t_z > 0 always, which the weak-perspective projection divides by.
 
+Rotation anchors (`anchors`, optional): instead of one 6D rotation, the head scores K fixed anchor
+rotations and regresses one 6D residual per anchor (the "bin + residual" scheme of pose estimation,
+e.g. Mahendran et al. 2018): `R_k = rotation_6d_to_matrix(d6_k) @ A_k`, and the transform uses the
+highest-scoring anchor's `R_k`. A single regressed rotation cannot represent "one of these poses"
+(symmetric objects, ambiguous views): trained with a squared error it settles between the modes, and
+the session-3 model's rotation barely left the nominal pose: its predicted up axis was as far from
+the true one as the nominal pose's (median 38.8 vs 38.4 deg over 160 test views of the full config).
+The scores are trained by cross-entropy against soft labels from the anchors' own distances to the
+true pose (symmetry-aware, `models/losses.py::pose_loss`), the residual of the anchor nearest the
+truth by the pose loss's rotation term.
+`rotation_anchors(rig, step_deg)` builds the grid: views without roll at azimuths and elevations
+spaced `step_deg` apart, anchor 0 being the nominal view; the residuals cover in-plane roll. Anchor
+0's score starts at 1 (the others at 0) and every residual at the identity, so an untrained net
+returns the nominal rotation exactly, as without anchors.
+
 `enabled=False` (the "STN off" ablation) creates no MLP and returns the nominal transform for every
 sample, in the input's dtype and device.
 
@@ -43,7 +58,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pointstn.models.types import SimilarityTransform
+from pointstn.models.types import RotationHypotheses, SimilarityTransform
 from pointstn.ops.rotation import rotation_6d_to_matrix
 
 if TYPE_CHECKING:
@@ -78,6 +93,24 @@ def nominal_pose_from_rig(
     )
 
 
+def rotation_anchors(rig: Rig, step_deg: float, *, elevation_deg: float = 20.0) -> Tensor:
+    """(K, 3, 3) float64 camera-from-canonical rotations of `rig`'s views without roll at azimuths 0,
+    step, ... < 360 and elevations `elevation_deg` + j * step strictly inside (-90, 90); anchor 0 is
+    (azimuth 0, `elevation_deg`), the nominal pose's rotation when that is its elevation."""
+    if not 0 < step_deg <= 90:
+        raise ValueError(f"rotation anchor step must be in (0, 90] degrees; got {step_deg}")
+    if not -90 < elevation_deg < 90:
+        raise ValueError(f"anchor elevation must be inside (-90, 90) degrees; got {elevation_deg}")
+    azimuths = np.arange(0.0, 360.0 - 1e-9, step_deg)
+    up = np.arange(elevation_deg, 90.0, step_deg)
+    down = np.arange(elevation_deg - step_deg, -90.0, -step_deg)
+    elevations = np.concatenate([up, down[down > -90.0]])
+    distance = 0.5 * (rig.distance_range_m[0] + rig.distance_range_m[1])
+    views = [rig.view(azimuth_deg=float(a), elevation_deg=float(e), roll_deg=0.0, distance_m=distance)
+             for e in elevations for a in azimuths]
+    return torch.from_numpy(np.stack([np.array(v.rotation, dtype=np.float64) for v in views]))
+
+
 class LocalizationNet(nn.Module):
     """pooled (B, in_channels) -> SimilarityTransform (rotation (B,3,3), scale (B,), translation (B,3))."""
 
@@ -92,6 +125,7 @@ class LocalizationNet(nn.Module):
         enabled: bool = True,
         max_log_scale: float = 3.0,
         max_translation: float = 0.5,
+        anchors: Tensor | None = None,
     ):
         super().__init__()
         if in_channels < 1 or hidden < 1:
@@ -128,16 +162,31 @@ class LocalizationNet(nn.Module):
         self.register_buffer("nominal_rotation", rotation.clone())
         self.register_buffer("nominal_scale", torch.tensor(float(nominal_scale), dtype=torch.float64))
         self.register_buffer("nominal_translation", translation.clone())
+        self.num_anchors = 0
+        if anchors is not None:
+            anchors = torch.as_tensor(anchors, dtype=torch.float64)
+            if anchors.ndim != 3 or anchors.shape[1:] != (3, 3) or anchors.shape[0] < 1:
+                raise ValueError(f"anchors must be (K, 3, 3) rotations; got {tuple(anchors.shape)}")
+            self.num_anchors = anchors.shape[0]
+            self.register_buffer("anchors", anchors.clone())
         self.mlp: nn.Sequential | None = None
         if enabled:
-            last = nn.Linear(hidden, len(_IDENTITY_OUTPUT))
+            # without anchors: 6D rotation, log-scale, translation; with K anchors: K scores, K 6D residuals,
+            # log-scale, translation (the residuals' bias is the identity's 6D, anchor 0's score 1, the others 0)
+            head = _IDENTITY_OUTPUT if not self.num_anchors else (
+                (1.0,) + (0.0,) * (self.num_anchors - 1) + _IDENTITY_OUTPUT[:6] * self.num_anchors + _IDENTITY_OUTPUT[6:])
+            last = nn.Linear(hidden, len(head))
             nn.init.zeros_(last.weight)
             with torch.no_grad():
-                last.bias.copy_(torch.tensor(_IDENTITY_OUTPUT))
+                last.bias.copy_(torch.tensor(head))
             self.mlp = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True), last)
 
     def forward(self, pooled: Tensor) -> SimilarityTransform:
         """pooled (B, in_channels) float -> the transform canonical -> camera for each sample."""
+        return self.localize(pooled)[0]
+
+    def localize(self, pooled: Tensor) -> tuple[SimilarityTransform, RotationHypotheses | None]:
+        """The transform and, with anchors (and the STN enabled), the rotation hypotheses behind it."""
         if pooled.ndim != 2 or pooled.shape[1] != self.in_channels or not pooled.is_floating_point():
             raise ValueError(
                 f"pooled must be a float (B, {self.in_channels}) tensor; got {tuple(pooled.shape)} {pooled.dtype}"
@@ -149,13 +198,20 @@ class LocalizationNet(nn.Module):
         if self.mlp is None:
             return SimilarityTransform(
                 rotation.expand(batch, 3, 3).clone(), scale.expand(batch).clone(), translation.expand(batch, 3).clone()
-            )
+            ), None
         out = self.mlp(pooled)
-        d6, raw_log_scale, raw_translation = out[:, :6], out[:, 6], out[:, 7:]
+        k = self.num_anchors
+        raw_log_scale, raw_translation = out[:, -4], out[:, -3:]
         log_scale = self.max_log_scale * torch.tanh(raw_log_scale / self.max_log_scale)
         offset = self.max_translation * torch.tanh(raw_translation / self.max_translation)
-        return SimilarityTransform(
-            rotation=rotation_6d_to_matrix(d6) @ rotation,
-            scale=scale * torch.exp(log_scale),
-            translation=translation + offset,
-        )
+        hypotheses = None
+        if k:
+            logits, d6 = out[:, :k], out[:, k : 7 * k].reshape(batch, k, 6)
+            rotations = rotation_6d_to_matrix(d6) @ self.anchors.to(pooled)
+            hypotheses = RotationHypotheses(logits=logits, rotations=rotations, anchors=self.anchors.to(pooled))
+            chosen = logits.argmax(dim=1)
+            rotation = rotations[torch.arange(batch, device=pooled.device), chosen]
+        else:
+            rotation = rotation_6d_to_matrix(out[:, :6]) @ rotation
+        transform = SimilarityTransform(rotation=rotation, scale=scale * torch.exp(log_scale), translation=translation + offset)
+        return transform, hypotheses

@@ -70,13 +70,36 @@ def _chamfer(pred: Tensor, gt: Tensor, pred_lengths: Tensor | None) -> Tensor:
 
 
 POSE_POINTS = 512  # about this many ground-truth points (every k-th: stored samples may be ordered by face)
+ANCHOR_POINTS = 128  # points per sample when every rotation anchor is compared with the truth
+ANCHOR_TEMPERATURE = 0.01  # soft anchor labels: softmax(-distance / T) (distances in normalized units^2)
+
+
+def rotation_distances(canonical: Tensor, rotations: Tensor, truth: Tensor, unique: Tensor) -> Tensor:
+    """(B, K) distance of each candidate rotation (B, K, 3, 3) to the true one (B, 3, 3), measured on the
+    normalized surface `canonical` (B, P, 3): the mean squared distance between the surface turned by
+    the candidate and by the truth -- by correspondence where `unique` (B,) bool, else Chamfer / 2 (so a
+    symmetric object's equivalent rotations all score 0)."""
+    batch, count, points = rotations.shape[0], rotations.shape[1], canonical.shape[1]
+    turned = torch.einsum("bpj,bkij->bkpi", canonical, rotations)
+    truth_points = (canonical @ truth.transpose(1, 2))[:, None].expand(-1, count, -1, -1)
+    matched = (turned - truth_points).square().sum(dim=-1).mean(dim=-1)
+    symmetric = chamfer_distance(turned.reshape(batch * count, points, 3), truth_points.reshape(batch * count, points, 3),
+                                 batch_reduction=None)[0].view(batch, count) / 2
+    return torch.where(unique[:, None], matched, symmetric)
+
+
+def _subsample(targets: Targets, count: int) -> Tensor:
+    stride = max(1, targets.points.shape[1] // count)
+    return targets.points_normalized[:, ::stride]
 
 
 def pose_loss(output: ReconstructionOutput, targets: Targets) -> Tensor:
     """The transform's error against the true pose, one dimensionless term per part (summed):
 
-    - rotation: mean squared distance between the normalized ground-truth surface turned by the predicted
-      and by the true rotation -- by correspondence where the rotation is unique, else Chamfer / 2;
+    - rotation: `rotation_distances` of the predicted rotation (with rotation anchors: of the anchor
+      nearest the truth, refined by its residual) plus, with anchors, the cross-entropy of the anchor
+      scores against soft labels softmax(-d_k / ANCHOR_TEMPERATURE), d_k the anchors' own distances
+      (equivalent anchors of a symmetric object share the label);
     - scale: (log s - log size)**2 (the rig's fixed distance and field of view make size observable);
     - translation: |t - t_true|**2 / size**2.
 
@@ -86,16 +109,23 @@ def pose_loss(output: ReconstructionOutput, targets: Targets) -> Tensor:
     model came out at 0.58 of the true size (median), which alone costs most of `f@1%` in the shape
     frame; with these terms, 1.03 (docs/RESULTS.md).
     """
-    stride = max(1, targets.points.shape[1] // POSE_POINTS)
-    canonical = targets.points_normalized[:, ::stride]
-    turned = canonical @ output.transform.rotation.transpose(1, 2)
-    truth = canonical @ targets.rotation.transpose(1, 2)
-    matched = (turned - truth).square().sum(dim=-1).mean(dim=-1)
-    symmetric = chamfer_distance(turned, truth, batch_reduction=None)[0] / 2
+    canonical = _subsample(targets, POSE_POINTS)
     unique = targets.unique_rotation
     if unique is None:
-        unique = torch.zeros_like(matched, dtype=torch.bool)
-    rotation = torch.where(unique, matched, symmetric)
+        unique = torch.zeros(canonical.shape[0], dtype=torch.bool, device=canonical.device)
+    hypotheses = output.rotation_hypotheses
+    if hypotheses is None:
+        rotation = rotation_distances(canonical, output.transform.rotation[:, None], targets.rotation, unique)[:, 0]
+    else:
+        batch = canonical.shape[0]
+        with torch.no_grad():
+            anchors = hypotheses.anchors.expand(batch, -1, -1, -1)
+            distances = rotation_distances(_subsample(targets, ANCHOR_POINTS), anchors, targets.rotation, unique)
+            labels = torch.softmax(-distances / ANCHOR_TEMPERATURE, dim=1)
+            nearest = distances.argmin(dim=1)
+        refined = hypotheses.rotations[torch.arange(batch, device=canonical.device), nearest]
+        rotation = rotation_distances(canonical, refined[:, None], targets.rotation, unique)[:, 0]
+        rotation = rotation - (labels * F.log_softmax(hypotheses.logits, dim=1)).sum(dim=1)
     scale = (output.transform.scale.log() - targets.size.log()).square()
     translation = (output.transform.translation - targets.translation).square().sum(dim=-1) / targets.size.square()
     return (rotation + scale + translation).mean()

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
-from pointstn.models.types import SimilarityTransform
+from pointstn.models.types import RotationHypotheses, SimilarityTransform
 from pointstn.ops.voxel import voxel_centers
 
 
@@ -34,6 +34,8 @@ class ReconstructionOutput:
     transform: canonical -> camera similarity (R, s, t).
     coarse, coarse_camera: (B, Nc, 3) the global branch's cloud in both frames.
     levels: the decoder's per-level occupancy logits (and targets when ground truth was given).
+    rotation_hypotheses: with rotation anchors, every anchor's score and refined rotation (the
+        transform uses the best-scoring one); else None.
     """
 
     points: Tensor
@@ -43,6 +45,7 @@ class ReconstructionOutput:
     coarse: Tensor
     coarse_camera: Tensor
     levels: tuple[LevelOutput, ...]
+    rotation_hypotheses: RotationHypotheses | None = None
 
 
 def lattice_points(size: int) -> Tensor:
@@ -105,7 +108,7 @@ class Reconstructor(nn.Module):
         (`targets_in_predicted_frame`)."""
         self.check_images(images)
         features = self.backbone(images)
-        transform: SimilarityTransform = self.localization(features.pooled)
+        transform, hypotheses = self.localization.localize(features.pooled)
         coarse = self.coarse_head(features.pooled)
         batch = images.shape[0]
         if self.decoder is None:
@@ -135,4 +138,5 @@ class Reconstructor(nn.Module):
             coarse=coarse,
             coarse_camera=transform.apply(coarse),
             levels=tuple(levels),
+            rotation_hypotheses=hypotheses,
         )

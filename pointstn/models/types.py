@@ -9,6 +9,16 @@ from torch import Tensor
 
 
 @dataclass(frozen=True)
+class RotationHypotheses:
+    """The anchor head's output: scores `logits` (B, K), the refined rotation of every anchor `rotations`
+    (B, K, 3, 3) and the fixed `anchors` themselves (K, 3, 3)."""
+
+    logits: Tensor
+    rotations: Tensor
+    anchors: Tensor
+
+
+@dataclass(frozen=True)
 class SimilarityTransform:
     """canonical -> camera: x_cam = scale * rotation @ p + translation.
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from pointstn.data.render.rig import Rig
-from pointstn.models.localization import LocalizationNet, nominal_pose_from_rig
-from pointstn.ops.rotation import random_rotation
+from pointstn.models.localization import LocalizationNet, nominal_pose_from_rig, rotation_anchors
+from pointstn.ops.rotation import geodesic_angle, random_rotation
 
 ATOL = {torch.float32: 2e-6, torch.float64: 1e-12}
 
@@ -198,3 +198,51 @@ def test_bad_inputs_raise_clear_errors():
         with pytest.raises(ValueError, match=message):
             LocalizationNet(**{**good, key: value})
     assert isinstance(make_net().mlp, nn.Sequential)
+
+
+def make_anchor_net(*, step: float = 45.0, seed: int = 0) -> LocalizationNet:
+    rig = Rig()
+    nominal = nominal_pose_from_rig(rig)
+    torch.manual_seed(seed)
+    return LocalizationNet(in_channels=16, hidden=12, nominal_rotation=nominal.rotation, nominal_scale=nominal.scale,
+                           nominal_translation=nominal.translation, anchors=rotation_anchors(rig, step))
+
+
+def test_rotation_anchors_grid_starts_at_the_nominal_view_and_spans_azimuth_and_elevation():
+    rig = Rig()
+    anchors = rotation_anchors(rig, 30.0)
+    assert anchors.shape == (72, 3, 3) and anchors.dtype == torch.float64  # 12 azimuths x elevations 20 +- 30 k
+    assert_rotation(anchors)
+    torch.testing.assert_close(anchors[0], nominal_pose_from_rig(rig).rotation, rtol=0, atol=0)
+    angles = torch.rad2deg(geodesic_angle(anchors[:, None].expand(-1, 72, -1, -1).reshape(-1, 3, 3),
+                                          anchors[None].expand(72, -1, -1, -1).reshape(-1, 3, 3))).view(72, 72)
+    nearest = (angles + torch.eye(72, dtype=torch.float64) * 1e3).min(dim=1).values
+    assert float(nearest.min()) > 4.0 and float(nearest.max()) < 30.0 + 1e-6  # distinct, no gaps above one step
+    with pytest.raises(ValueError, match="anchor step"):
+        rotation_anchors(rig, 0.0)
+
+
+def test_anchor_head_starts_at_the_nominal_pose_and_picks_the_best_scored_refined_anchor():
+    net = make_anchor_net()
+    pooled = torch.randn(5, 16, generator=gen(1))
+    transform, hypotheses = net.localize(pooled)
+    torch.testing.assert_close(transform.rotation, net.nominal_rotation.float().expand(5, 3, 3), rtol=0, atol=0)
+    assert hypotheses.logits.shape == (5, net.num_anchors) and hypotheses.rotations.shape == (5, net.num_anchors, 3, 3)
+    randomize(net, seed=2)
+    net = net.double()
+    transform, hypotheses = net.localize(pooled.double())
+    assert_rotation(hypotheses.rotations.reshape(-1, 3, 3))
+    # reference: the documented head, numpy float64, one sample at a time
+    w1, b1, w2, b2 = (p.detach().numpy() for p in net.mlp.parameters())
+    k = net.num_anchors
+    for b, x in enumerate(pooled.double().numpy()):
+        out = w2 @ np.maximum(w1 @ x + b1, 0.0) + b2
+        best = int(np.argmax(out[:k]))
+        a1, a2 = out[k + 6 * best : k + 6 * best + 3], out[k + 6 * best + 3 : k + 6 * best + 6]
+        r0 = a1 / np.linalg.norm(a1)
+        r1 = a2 - r0.dot(a2) * r0
+        r1 /= np.linalg.norm(r1)
+        expected = np.stack([r0, r1, np.cross(r0, r1)]) @ net.anchors[best].numpy()
+        np.testing.assert_allclose(transform.rotation[b].detach().numpy(), expected, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(hypotheses.logits[b].detach().numpy(), out[:k], rtol=1e-12, atol=1e-12)
+    assert net(pooled.double()).rotation.shape == (5, 3, 3)  # forward = the transform alone

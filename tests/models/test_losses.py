@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pointstn.models.decoder_types import LevelOutput
-from pointstn.models.losses import LossWeights, Targets, random_subset, reconstruction_loss
+from pointstn.models.losses import ANCHOR_TEMPERATURE, LossWeights, Targets, random_subset, reconstruction_loss
 from pointstn.models.reconstructor import ReconstructionOutput
-from pointstn.models.types import SimilarityTransform
+from pointstn.models.types import RotationHypotheses, SimilarityTransform
 from pointstn.ops.rotation import axis_angle_to_matrix
 
 
@@ -150,6 +150,49 @@ def test_pose_term_is_zero_at_the_true_pose_and_symmetric_equivalents_cost_nothi
     assert pose(true_rotation, True) < 1e-20 and pose(true_rotation, False) < 1e-20
     assert pose(spun, False) < 1e-20  # a symmetric ring turned about its axis by whole sample steps: same surface
     assert pose(spun, True) > 0.05  # by correspondence the same turn costs
+
+
+def naive_rotation_distance(canonical, rotation, truth, unique):
+    turned, target = canonical @ rotation.T, canonical @ truth.T
+    return ((turned - target) ** 2).sum(-1).mean() if unique else naive_chamfer(turned, target) / 2
+
+
+@pytest.mark.parametrize("unique", [(True, False), (False, True)])
+def test_anchor_pose_term_matches_reference_values_and_gradients(unique):
+    """With rotation hypotheses: soft-label cross-entropy over the anchors + the rotation term of the
+    anchor nearest the truth (refined); scale and translation as without anchors."""
+    out, targets = make_case(with_decoder=False)
+    g = torch.Generator().manual_seed(5)
+    K = 6
+    anchors = axis_angle_to_matrix(torch.randn(K, 3, generator=g, dtype=torch.float64))
+    anchors[2] = targets.rotation[0] @ axis_angle_to_matrix(torch.tensor([[0.0, 0.05, 0.0]], dtype=torch.float64))[0]
+    logits = torch.randn(2, K, generator=g, dtype=torch.float64, requires_grad=True)
+    rotations = (axis_angle_to_matrix(0.1 * torch.randn(2, K, 3, generator=g, dtype=torch.float64)) @ anchors
+                 ).requires_grad_(True)
+    hypotheses = RotationHypotheses(logits=logits, rotations=rotations, anchors=anchors)
+    out = ReconstructionOutput(**{**out.__dict__, "levels": (), "rotation_hypotheses": hypotheses})
+    targets = Targets(points=targets.points, points_camera=targets.points_camera, rotation=targets.rotation,
+                      size=targets.size, unique_rotation=torch.tensor(unique))
+    loss = reconstruction_loss(out, targets, LossWeights(pose=1.0, chamfer_coarse=0.0))
+    values = []
+    for b in range(2):  # 40 ground-truth points: below POSE_POINTS and ANCHOR_POINTS, so every point is used
+        canonical = targets.points[b] / targets.size[b]
+        d = torch.stack([naive_rotation_distance(canonical, a, targets.rotation[b], unique[b]) for a in anchors])
+        labels = torch.softmax(-d / ANCHOR_TEMPERATURE, dim=0)
+        nearest = int(d.argmin())
+        cross_entropy = -(labels * torch.log_softmax(logits[b], dim=0)).sum()
+        rotation = naive_rotation_distance(canonical, rotations[b, nearest], targets.rotation[b], unique[b])
+        scale = (out.transform.scale[b].log() - targets.size[b].log()) ** 2
+        translation = ((out.transform.translation[b] - targets.translation[b]) ** 2).sum() / targets.size[b] ** 2
+        values.append(cross_entropy + rotation + scale + translation)
+    expected = sum(values) / 2
+    assert int(torch.stack([naive_rotation_distance(targets.points[0] / targets.size[0], a, targets.rotation[0],
+                                                    unique[0]) for a in anchors]).argmin()) == 2
+    torch.testing.assert_close(loss.terms["pose"], expected, rtol=1e-10, atol=0)
+    got = torch.autograd.grad(loss.terms["pose"], (logits, rotations))
+    want = torch.autograd.grad(expected, (logits, rotations))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-12)
 
 
 def test_random_subset_keeps_valid_rows_of_every_tensor():
