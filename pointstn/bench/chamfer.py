@@ -3,7 +3,10 @@
 Case: batch 8, two clouds of P uniform points each, float32, norm 2, forward + backward of the
 default (mean, mean) loss. Contenders:
 
-- `pointstn-kdtree`: `chamfer_distance(backend="kdtree")`, what "auto" picks on CPU;
+- `pointstn-kdtree`: `chamfer_distance(backend="kdtree")`, what "auto" picks on CPU (pykdtree for
+  the Euclidean norm);
+- `pointstn-kdtree-scipy`: the same with `POINTSTN_KDTREE=scipy` (scipy's cKDTree, the search before
+  pykdtree);
 - `pointstn-bruteforce`: `chamfer_distance(backend="bruteforce")`, chunked GEMM + min in torch;
 - `pytorch3d`: `pytorch3d.loss.chamfer_distance`, only when importable. Otherwise the table quotes
   PyTorch3D's CPU figures measured earlier on this kind of machine (DESIGN.md section 4) and labels
@@ -15,6 +18,7 @@ table gives the largest relative difference to the first contender.
 
 from __future__ import annotations
 
+import os
 import time
 
 NAME = "chamfer"
@@ -42,6 +46,7 @@ def cases(quick: bool) -> list[dict]:
         slow_repeats = 1 if points > 4096 else 3
         contenders = [
             {"name": "pointstn-kdtree", "warmup": 1 if quick else 2, "repeats": 2 if quick else 7},
+            {"name": "pointstn-kdtree-scipy", "warmup": 1 if quick else 2, "repeats": 2 if quick else 7},
             {"name": "pointstn-bruteforce", "warmup": 1, "repeats": 2 if quick else slow_repeats},
         ]
         if _pytorch3d_available():
@@ -89,13 +94,18 @@ def _step_function(contender: str):
             return loss.detach()
 
         return run
-    backends = {"pointstn-kdtree": "kdtree", "pointstn-bruteforce": "bruteforce"}
+    backends = {"pointstn-kdtree": "kdtree", "pointstn-kdtree-scipy": "kdtree", "pointstn-bruteforce": "bruteforce"}
     if contender not in backends:
         raise ValueError(f"unknown chamfer contender {contender!r}; valid choices: {', '.join(backends)}, pytorch3d")
     from pointstn.ops.chamfer import chamfer_distance
+    from pointstn.ops.kdtree import KDTREE_ENV, pykdtree_available
 
-    if contender == "pointstn-kdtree":
-        import scipy.spatial  # noqa: F401  (imported before the memory baseline, not charged to the case)
+    if contender == "pointstn-kdtree-scipy":
+        os.environ[KDTREE_ENV] = "scipy"  # this worker process only
+    if backends[contender] == "kdtree":  # imported before the memory baseline, not charged to the case
+        import scipy.spatial  # noqa: F401
+
+        pykdtree_available()
 
     def run(x, y, batch_reduction):
         loss, _ = chamfer_distance(x, y, batch_reduction=batch_reduction, backend=backends[contender])

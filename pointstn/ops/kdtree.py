@@ -6,6 +6,8 @@
   OpenMP runtime, whose thread count is set per query (`omp_set_num_threads` of the runtime the
   extension loaded), so a run limited to one thread stays on one core.
 - L1 (norm 1), or without pykdtree: scipy's `cKDTree` (`p=1`), `workers` threads.
+- The environment variable `POINTSTN_KDTREE=scipy` makes every search use `cKDTree` (the benchmark's
+  `pointstn-kdtree-scipy` contender: the path before pykdtree, side by side).
 
 Fork safety: GNU OpenMP cannot run a parallel region in a process forked after its parent ran one
 (the child waits forever for the parent's worker threads, e.g. in a DataLoader worker). A process
@@ -112,8 +114,12 @@ def pykdtree_openmp() -> ctypes.CDLL | None:
     return None
 
 
+KDTREE_ENV = "POINTSTN_KDTREE"  # "scipy": always cKDTree
+
+
 def build_tree(points: np.ndarray, *, norm: int) -> NeighbourTree:
     """A kd-tree over `points` for distances of `norm` (1 or 2); see the module docstring."""
-    if norm == 2 and _OpenMPState.usable and pykdtree_available():
+    forced_scipy = os.environ.get(KDTREE_ENV, "").strip().lower() == "scipy"
+    if norm == 2 and not forced_scipy and _OpenMPState.usable and pykdtree_available():
         return _PyKDTree(points)
     return _ScipyTree(points, norm)

@@ -24,7 +24,7 @@ def test_chamfer_suite_runs_quick_and_writes_json_and_markdown(tmp_path):
     assert report["environment"]["threads"] == 1
     assert len(report["environment"]["load_average_end"]) == 3
     for case in cases:
-        assert {"pointstn-kdtree", "pointstn-bruteforce"} <= set(case["results"])
+        assert {"pointstn-kdtree", "pointstn-kdtree-scipy", "pointstn-bruteforce"} <= set(case["results"])
         for result in case["results"].values():
             timing = result["timing"]
             assert timing["n"] == 2 and timing["min_s"] <= timing["median_s"] <= timing["max_s"]
@@ -34,6 +34,8 @@ def test_chamfer_suite_runs_quick_and_writes_json_and_markdown(tmp_path):
         brute = case["results"]["pointstn-bruteforce"]["check"]
         assert chamfer.max_rel_diff(tree["per_cloud"], brute["per_cloud"]) < 1e-5
         assert chamfer.max_rel_diff(tree["grad_norms"], brute["grad_norms"]) < 1e-5
+        scipy_tree = case["results"]["pointstn-kdtree-scipy"]["check"]  # same neighbours, same values
+        assert scipy_tree["per_cloud"] == tree["per_cloud"] and scipy_tree["grad_norms"] == tree["grad_norms"]
 
     text = md.read_text()
     assert "decoder table" in text and text.startswith("# Benchmarks\n\nintro")

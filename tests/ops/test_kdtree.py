@@ -36,11 +36,13 @@ def test_tree_selection_ranks_by_distance_then_index(backend, norm, K):
 
 
 @needs_pykdtree
-def test_euclidean_trees_are_pykdtree_and_l1_trees_scipy():
+def test_euclidean_trees_are_pykdtree_and_l1_trees_scipy(monkeypatch):
     points = np.random.default_rng(0).uniform(size=(100, 3))
     assert isinstance(kdtree.build_tree(points, norm=2), kdtree._PyKDTree)
     assert isinstance(kdtree.build_tree(points, norm=1), kdtree._ScipyTree)
     assert np.array_equal(_query_order(kdtree.build_tree(points, norm=2)), np.arange(100))
+    monkeypatch.setenv(kdtree.KDTREE_ENV, "scipy")
+    assert isinstance(kdtree.build_tree(points, norm=2), kdtree._ScipyTree)
 
 
 @needs_pykdtree
