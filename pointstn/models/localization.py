@@ -28,15 +28,16 @@ rotations and regresses one 6D residual per anchor (the "bin + residual" scheme 
 e.g. Mahendran et al. 2018): `R_k = rotation_6d_to_matrix(d6_k) @ A_k`, and the transform uses the
 highest-scoring anchor's `R_k`. A single regressed rotation cannot represent "one of these poses"
 (symmetric objects, ambiguous views): trained with a squared error it settles between the modes, and
-the session-3 model's rotation barely left the nominal pose: its predicted up axis was as far from
-the true one as the nominal pose's (median 38.8 vs 38.4 deg over 160 test views of the full config).
+the session-3 full model's rotation error stayed at 101 deg on the objects with a unique rotation
+(`pointstn test`, docs/RESULTS.md; retrieval: 67 deg).
 The scores are trained by cross-entropy against soft labels from the anchors' own distances to the
 true pose (symmetry-aware, `models/losses.py::pose_loss`), the residual of the anchor nearest the
 truth by the pose loss's rotation term.
 `rotation_anchors(rig, step_deg)` builds the grid: views without roll at azimuths and elevations
 spaced `step_deg` apart, anchor 0 being the nominal view; the residuals cover in-plane roll. Anchor
 0's score starts at 1 (the others at 0) and every residual at the identity, so an untrained net
-returns the nominal rotation exactly, as without anchors.
+returns the nominal rotation exactly, as without anchors. Off by default: in the demo's 400-step
+budget the scores did not learn (docs/RESULTS.md, "Pose").
 
 `enabled=False` (the "STN off" ablation) creates no MLP and returns the nominal transform for every
 sample, in the input's dtype and device.
