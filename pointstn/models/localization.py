@@ -182,12 +182,15 @@ class LocalizationNet(nn.Module):
                 last.bias.copy_(torch.tensor(head))
             self.mlp = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True), last)
 
-    def forward(self, pooled: Tensor) -> SimilarityTransform:
-        """pooled (B, in_channels) float -> the transform canonical -> camera for each sample."""
-        return self.localize(pooled)[0]
+    def forward(
+        self, pooled: Tensor, *, with_hypotheses: bool = False
+    ) -> SimilarityTransform | tuple[SimilarityTransform, RotationHypotheses | None]:
+        """pooled (B, in_channels) float -> the transform canonical -> camera for each sample; with
+        `with_hypotheses`, (transform, the rotation hypotheses behind it or None without anchors)."""
+        transform, hypotheses = self._localize(pooled)
+        return (transform, hypotheses) if with_hypotheses else transform
 
-    def localize(self, pooled: Tensor) -> tuple[SimilarityTransform, RotationHypotheses | None]:
-        """The transform and, with anchors (and the STN enabled), the rotation hypotheses behind it."""
+    def _localize(self, pooled: Tensor) -> tuple[SimilarityTransform, RotationHypotheses | None]:
         if pooled.ndim != 2 or pooled.shape[1] != self.in_channels or not pooled.is_floating_point():
             raise ValueError(
                 f"pooled must be a float (B, {self.in_channels}) tensor; got {tuple(pooled.shape)} {pooled.dtype}"

@@ -108,7 +108,7 @@ class Reconstructor(nn.Module):
         (`targets_in_predicted_frame`)."""
         self.check_images(images)
         features = self.backbone(images)
-        transform, hypotheses = self.localization.localize(features.pooled)
+        transform, hypotheses = self.localization(features.pooled, with_hypotheses=True)
         coarse = self.coarse_head(features.pooled)
         batch = images.shape[0]
         if self.decoder is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,12 +226,12 @@ def test_rotation_anchors_grid_starts_at_the_nominal_view_and_spans_azimuth_and_
 def test_anchor_head_starts_at_the_nominal_pose_and_picks_the_best_scored_refined_anchor():
     net = make_anchor_net()
     pooled = torch.randn(5, 16, generator=gen(1))
-    transform, hypotheses = net.localize(pooled)
+    transform, hypotheses = net(pooled, with_hypotheses=True)
     torch.testing.assert_close(transform.rotation, net.nominal_rotation.float().expand(5, 3, 3), rtol=0, atol=0)
     assert hypotheses.logits.shape == (5, net.num_anchors) and hypotheses.rotations.shape == (5, net.num_anchors, 3, 3)
     randomize(net, seed=2)
     net = net.double()
-    transform, hypotheses = net.localize(pooled.double())
+    transform, hypotheses = net(pooled.double(), with_hypotheses=True)
     assert_rotation(hypotheses.rotations.reshape(-1, 3, 3))
     # reference: the documented head, numpy float64, one sample at a time
     w1, b1, w2, b2 = (p.detach().numpy() for p in net.mlp.parameters())
@@ -246,3 +247,21 @@ def test_anchor_head_starts_at_the_nominal_pose_and_picks_the_best_scored_refine
         np.testing.assert_allclose(transform.rotation[b].detach().numpy(), expected, rtol=0, atol=1e-12)
         np.testing.assert_allclose(hypotheses.logits[b].detach().numpy(), out[:k], rtol=1e-12, atol=1e-12)
     assert net(pooled.double()).rotation.shape == (5, 3, 3)  # forward = the transform alone
+
+
+def test_anchor_hypotheses_reach_the_reconstruction_output_and_stn_off_has_none():
+    from pointstn.config import ExperimentConfig, load_config
+    from pointstn.models.build import build_model
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    config = load_config(configs / "smoke.yaml", ExperimentConfig, ["model.stn.rotation_anchor_step_deg=45"])
+    model = build_model(config).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, config.data.image_size, config.data.image_size, generator=gen(3)))
+    k = model.localization.num_anchors
+    assert k == 8 * 4 and out.rotation_hypotheses.logits.shape == (2, k)  # 8 azimuths x elevations 20, 65, -25, -70
+    off = make_anchor_net()
+    off.mlp = None  # what enabled=False builds
+    transform, hypotheses = off(torch.randn(2, 16, generator=gen(4)), with_hypotheses=True)
+    assert hypotheses is None
+    torch.testing.assert_close(transform.rotation, off.nominal_rotation.float().expand(2, 3, 3), rtol=0, atol=0)
