@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pointstn.ops.knn import checked_lengths
@@ -35,7 +36,7 @@ def farthest_point_sample(
     random_start: bool = False,
     generator: torch.Generator | None = None,
 ) -> PointSample:
-    """Farthest point sampling, vectorized over the batch (one loop over K).
+    """Farthest point sampling (on CPU one cloud at a time in numpy, elsewhere one torch loop over K).
 
     Starts at point 0 (or a uniformly random valid point if `random_start`), then repeatedly takes
     the point with the largest squared Euclidean distance to the chosen set; ties go to the smaller
@@ -56,20 +57,61 @@ def farthest_point_sample(
     B, P, _D = points.shape
     device = points.device
     pts = points.detach()
+    starts = torch.zeros(B, dtype=torch.int64, device=device)
+    if random_start:
+        u = torch.rand(B, generator=generator, dtype=torch.float64).to(device)
+        starts = (u * lengths.clamp(min=1)).long().clamp(max=P - 1) if P > 0 else starts
+    if device.type == "cpu" and pts.dtype in (torch.float32, torch.float64):
+        idx = _fps_indices_numpy(pts.numpy(), lengths.tolist(), starts.tolist(), K)
+    else:
+        idx = _fps_indices_torch(pts, lengths, starts, K)
+    return _gather(points, idx, lengths.clamp(max=K))
+
+
+def _fps_indices_torch(pts: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor, K: int) -> torch.Tensor:
+    """(B, K) FPS indices, vectorized over the batch (one loop over K; any device and dtype)."""
+    B, P, _D = pts.shape
+    device = pts.device
     valid = torch.arange(P, device=device).view(1, P) < lengths.view(B, 1)
     # Chosen and padded points must never win: chosen ones reach distance 0, padding is held at -1.
     nearest = torch.where(valid, torch.full((B, P), float("inf"), dtype=pts.dtype, device=device), -1.0)
     idx = torch.zeros((B, K), dtype=torch.int64, device=device)
-    if random_start:
-        u = torch.rand(B, generator=generator, dtype=torch.float64).to(device)
-        idx[:, 0] = (u * lengths.clamp(min=1)).long().clamp(max=P - 1) if P > 0 else 0
+    idx[:, 0] = starts
     rows = torch.arange(B, device=device)
     for k in range(1, K):
         last = pts[rows, idx[:, k - 1]]  # (B, D)
         diff = pts - last.unsqueeze(1)
         nearest = torch.minimum(nearest, torch.where(valid, (diff * diff).sum(-1), -1.0))
         idx[:, k] = nearest.argmax(dim=1)  # the first maximum
-    return _gather(points, idx, lengths.clamp(max=K))
+    return idx
+
+
+def _fps_indices_numpy(pts: np.ndarray, lengths: list[int], starts: list[int], K: int) -> torch.Tensor:
+    """The same indices as `_fps_indices_torch` on CPU, one cloud at a time in numpy: the working set of
+    one cloud (its coordinates as D contiguous columns and the nearest distances) stays in cache, and
+    in-place numpy ops cost a few microseconds each, where each step of the batched torch loop pays
+    torch's per-op overhead and temporaries that span the whole batch. Squared distances are summed
+    over the axes in order, as `(diff * diff).sum(-1)` does, so ties and results are identical.
+    Only the first min(length, K) slots are filled (`_gather` marks the rest unused)."""
+    idx = np.zeros((pts.shape[0], K), dtype=np.int64)
+    for b, (length, start) in enumerate(zip(lengths, starts)):
+        count = min(length, K)
+        if count == 0:
+            continue
+        columns = [np.ascontiguousarray(pts[b, :length, d]) for d in range(pts.shape[2])]
+        nearest = np.full(length, np.inf, dtype=pts.dtype)
+        total, term = np.empty(length, dtype=pts.dtype), np.empty(length, dtype=pts.dtype)
+        last = idx[b, 0] = start
+        for k in range(1, count):
+            np.subtract(columns[0], columns[0][last], out=total)
+            np.multiply(total, total, out=total)
+            for column in columns[1:]:
+                np.subtract(column, column[last], out=term)
+                np.multiply(term, term, out=term)
+                np.add(total, term, out=total)
+            np.minimum(nearest, total, out=nearest)
+            last = idx[b, k] = int(nearest.argmax())  # the first maximum
+    return torch.from_numpy(idx)
 
 
 def random_resample(

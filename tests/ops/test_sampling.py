@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from pointstn.ops import sampling
 from pointstn.ops.sampling import farthest_point_sample, random_resample
 from tests.ops.reference import farthest_point_reference
 
@@ -80,3 +81,26 @@ def test_errors():
         random_resample(torch.rand(2, 4, 3), torch.tensor([4, 0]), K=2)
     with pytest.raises(ValueError, match="too long"):
         farthest_point_sample(torch.rand(2, 4, 3), torch.tensor([5, 1]), K=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_fps_cpu_path_equals_the_batched_torch_loop_including_ties(dtype, dims):
+    """The CPU path (numpy, one cloud at a time) picks exactly the indices of the batched torch loop that
+    runs on other devices: lattices with duplicates (ties everywhere), ragged lengths, random starts."""
+    g = torch.Generator().manual_seed(7)
+    lattice = torch.stack(torch.meshgrid(*[torch.arange(6.0)] * dims, indexing="ij"), -1).reshape(-1, dims) * 0.1
+    clouds = []
+    for _ in range(3):
+        rows = torch.cat([torch.randperm(len(lattice), generator=g), torch.randint(len(lattice), (20,), generator=g)])
+        clouds.append(lattice[rows])
+    clouds.append(torch.rand(len(clouds[0]), dims, generator=g))
+    pts = torch.stack(clouds).to(dtype)
+    full = len(clouds[0])
+    lengths = torch.tensor([full, 40, 7, full])
+    starts = torch.tensor([0, 5, 3, full - 1])
+    want = sampling._fps_indices_torch(pts, lengths, starts, 60)
+    got = sampling._fps_indices_numpy(pts.numpy(), lengths.tolist(), starts.tolist(), 60)
+    for b, length in enumerate(lengths.tolist()):
+        used = min(length, 60)
+        assert got[b, :used].tolist() == want[b, :used].tolist()
