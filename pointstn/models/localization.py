@@ -211,8 +211,9 @@ class LocalizationNet(nn.Module):
         hypotheses = None
         if k:
             logits, d6 = out[:, :k], out[:, k : 7 * k].reshape(batch, k, 6)
-            rotations = rotation_6d_to_matrix(d6) @ self.anchors.to(pooled)
-            hypotheses = RotationHypotheses(logits=logits, rotations=rotations, anchors=self.anchors.to(pooled))
+            anchors = self.anchors.to(pooled)
+            rotations = rotation_6d_to_matrix(d6) @ anchors
+            hypotheses = RotationHypotheses(logits=logits, rotations=rotations, anchors=anchors)
             chosen = logits.argmax(dim=1)
             rotation = rotations[torch.arange(batch, device=pooled.device), chosen]
         else:

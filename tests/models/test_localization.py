@@ -48,6 +48,15 @@ def assert_rotation(R: torch.Tensor) -> None:
     torch.testing.assert_close(torch.linalg.det(R), torch.ones(R.shape[0], dtype=R.dtype), rtol=0, atol=ATOL[R.dtype])
 
 
+def gram_schmidt(d6: np.ndarray) -> np.ndarray:
+    """Float64 numpy 6D -> rotation: rows a1 normalized, a2 orthogonalized and normalized, their cross product."""
+    a1, a2 = d6[:3], d6[3:6]
+    r0 = a1 / np.linalg.norm(a1)
+    r1 = a2 - r0.dot(a2) * r0
+    r1 /= np.linalg.norm(r1)
+    return np.stack([r0, r1, np.cross(r0, r1)])
+
+
 def reference_forward(net: LocalizationNet, pooled: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Float64 numpy version of the documented head, one sample at a time."""
     w1, b1, w2, b2 = (p.detach().double().numpy() for p in net.parameters())
@@ -55,11 +64,7 @@ def reference_forward(net: LocalizationNet, pooled: torch.Tensor) -> tuple[np.nd
     rotations, scales, translations = [], [], []
     for x in pooled.detach().double().numpy():
         out = w2 @ np.maximum(w1 @ x + b1, 0.0) + b2
-        a1, a2 = out[:3], out[3:6]
-        r0 = a1 / np.linalg.norm(a1)
-        r1 = a2 - r0.dot(a2) * r0
-        r1 /= np.linalg.norm(r1)
-        rotations.append(np.stack([r0, r1, np.cross(r0, r1)]) @ R_nom)
+        rotations.append(gram_schmidt(out[:6]) @ R_nom)
         scales.append(net.nominal_scale.item() * math.exp(3.0 * math.tanh(out[6] / 3.0)))
         translations.append(net.nominal_translation.numpy() + 0.5 * np.tanh(out[7:] / 0.5))
     return np.stack(rotations), np.array(scales), np.stack(translations)
@@ -239,11 +244,7 @@ def test_anchor_head_starts_at_the_nominal_pose_and_picks_the_best_scored_refine
     for b, x in enumerate(pooled.double().numpy()):
         out = w2 @ np.maximum(w1 @ x + b1, 0.0) + b2
         best = int(np.argmax(out[:k]))
-        a1, a2 = out[k + 6 * best : k + 6 * best + 3], out[k + 6 * best + 3 : k + 6 * best + 6]
-        r0 = a1 / np.linalg.norm(a1)
-        r1 = a2 - r0.dot(a2) * r0
-        r1 /= np.linalg.norm(r1)
-        expected = np.stack([r0, r1, np.cross(r0, r1)]) @ net.anchors[best].numpy()
+        expected = gram_schmidt(out[k + 6 * best : k + 6 * best + 6]) @ net.anchors[best].numpy()
         np.testing.assert_allclose(transform.rotation[b].detach().numpy(), expected, rtol=0, atol=1e-12)
         np.testing.assert_allclose(hypotheses.logits[b].detach().numpy(), out[:k], rtol=1e-12, atol=1e-12)
     assert net(pooled.double()).rotation.shape == (5, 3, 3)  # forward = the transform alone

@@ -89,22 +89,26 @@ def test_non_finite_loss_names_its_terms():
         reconstruction_loss(out, targets, LossWeights())
 
 
+def naive_rotation_distance(canonical, rotation, truth, unique):
+    """The normalized truth turned by both rotations: by correspondence, or Chamfer / 2 when not unique."""
+    turned, target = canonical @ rotation.T, canonical @ truth.T
+    return ((turned - target) ** 2).sum(-1).mean() if unique else naive_chamfer(turned, target) / 2
+
+
+def naive_scale_translation(out, targets, b):
+    """Squared log scale ratio + squared translation error / size**2 of sample b."""
+    scale = (out.transform.scale[b].log() - targets.size[b].log()) ** 2
+    true_t = targets.points_camera[b, 0] - targets.points[b, 0] @ targets.rotation[b].T
+    return scale + ((out.transform.translation[b] - true_t) ** 2).sum() / targets.size[b] ** 2
+
+
 def naive_pose(out, targets, unique):
-    """Loop reference: rotation (the normalized truth turned by both rotations, by correspondence or
-    Chamfer / 2) + squared log scale ratio + squared translation error / size**2, averaged."""
+    """Loop reference: rotation distance + squared log scale ratio + squared translation error / size**2, averaged."""
     values = []
     for b in range(targets.points.shape[0]):
         canonical = targets.points[b] / targets.size[b]
-        turned = canonical @ out.transform.rotation[b].T
-        truth = canonical @ targets.rotation[b].T
-        if unique[b]:
-            rotation = ((turned - truth) ** 2).sum(-1).mean()
-        else:
-            rotation = naive_chamfer(turned, truth) / 2
-        scale = (out.transform.scale[b].log() - targets.size[b].log()) ** 2
-        true_t = targets.points_camera[b, 0] - targets.points[b, 0] @ targets.rotation[b].T
-        translation = ((out.transform.translation[b] - true_t) ** 2).sum() / targets.size[b] ** 2
-        values.append(rotation + scale + translation)
+        rotation = naive_rotation_distance(canonical, out.transform.rotation[b], targets.rotation[b], unique[b])
+        values.append(rotation + naive_scale_translation(out, targets, b))
     return sum(values) / len(values)
 
 
@@ -152,11 +156,6 @@ def test_pose_term_is_zero_at_the_true_pose_and_symmetric_equivalents_cost_nothi
     assert pose(spun, True) > 0.05  # by correspondence the same turn costs
 
 
-def naive_rotation_distance(canonical, rotation, truth, unique):
-    turned, target = canonical @ rotation.T, canonical @ truth.T
-    return ((turned - target) ** 2).sum(-1).mean() if unique else naive_chamfer(turned, target) / 2
-
-
 @pytest.mark.parametrize("unique", [(True, False), (False, True)])
 def test_anchor_pose_term_matches_reference_values_and_gradients(unique):
     """With rotation hypotheses: soft-label cross-entropy over the anchors + the rotation term of the
@@ -182,9 +181,7 @@ def test_anchor_pose_term_matches_reference_values_and_gradients(unique):
         nearest = int(d.argmin())
         cross_entropy = -(labels * torch.log_softmax(logits[b], dim=0)).sum()
         rotation = naive_rotation_distance(canonical, rotations[b, nearest], targets.rotation[b], unique[b])
-        scale = (out.transform.scale[b].log() - targets.size[b].log()) ** 2
-        translation = ((out.transform.translation[b] - targets.translation[b]) ** 2).sum() / targets.size[b] ** 2
-        values.append(cross_entropy + rotation + scale + translation)
+        values.append(cross_entropy + rotation + naive_scale_translation(out, targets, b))
     expected = sum(values) / 2
     assert int(torch.stack([naive_rotation_distance(targets.points[0] / targets.size[0], a, targets.rotation[0],
                                                     unique[0]) for a in anchors]).argmin()) == 2
