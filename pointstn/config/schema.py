@@ -83,6 +83,9 @@ class DecoderConfig:
     level_features: bool = param(
         False, help="every decoder level samples image features at its candidate voxels (through T) for its occupancy"
     )
+    dense_path: bool = param(
+        True, help="sparse convs on nearly full grids run as dense conv3d (same result, faster on CPU); sparse decoder"
+    )
 
     def __post_init__(self) -> None:
         levels = len(self.channels)

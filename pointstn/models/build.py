@@ -70,6 +70,7 @@ def build_model(config: ExperimentConfig) -> Reconstructor:
             prune_threshold=model.decoder.prune_threshold,
             voxel_floor=model.decoder.voxel_floor,
             level_features=model.decoder.level_features,
+            **({"dense_path": model.decoder.dense_path} if model.decoder.kind == "sparse" else {}),
         )
     return Reconstructor(
         backbone=backbone, localization=localization, coarse_head=coarse_head, sampler=sampler, decoder=decoder,

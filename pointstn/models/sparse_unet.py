@@ -61,6 +61,7 @@ from pointstn.ops.sparse import (
     make_sparse_tensor,
     prune,
     replace_features,
+    set_dense_path,
 )
 from pointstn.ops.voxel import (
     OccupancyPyramid,
@@ -280,6 +281,8 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         voxel_floor: and at least ceil(voxel_floor * r**2) (its highest-scoring; at least 1).
         level_features: every level adds image features at its candidate voxels (`forward`'s `lift`,
             in_channels wide) through a linear map, before its occupancy head.
+        dense_path: grid-preserving convolutions on nearly full grids (the coarsest level with a
+            lattice) run as dense conv3d: same result, faster on CPU (`pointstn.ops.sparse.dense_path`).
     """
 
     def __init__(
@@ -293,6 +296,7 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         voxel_budget: float = 8.0,
         voxel_floor: float = 0.0,
         level_features: bool = False,
+        dense_path: bool = True,
     ):
         super().__init__()
         self.resolutions = check_decoder_arguments(
@@ -321,6 +325,7 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
             init_occupancy_head(head)
         self.lift = level_projections(in_channels, c) if level_features else None
         self.point_head = PointHead(in_channels=c[0], points_per_voxel=points_per_voxel)
+        set_dense_path(self, dense_path)
 
     def occupancy_targets(self, points: Tensor, lengths: Tensor | None = None) -> OccupancyPyramid:
         """The ground truth `forward` takes: occupancy of (B, N, 3) normalized clouds at this decoder's resolutions."""

@@ -27,6 +27,7 @@ from pointstn.ops.sparse import (
     map_features,
     prune,
     replace_features,
+    set_dense_path,
     sparse_coords,
     sparse_features,
     sparse_spatial_shape,
@@ -67,7 +68,7 @@ def random_coords(gen: torch.Generator, shape, density: float, batch_size: int =
     return coords[torch.randperm(coords.shape[0], generator=gen)].int()
 
 
-def make_layer(case: LayerCase, gen: torch.Generator, dtype=torch.float64) -> nn.Module:
+def make_layer(case: LayerCase, gen: torch.Generator, dtype=torch.float64, dense_path: bool = False) -> nn.Module:
     if case.kind == "subm":
         layer = SubMConv3d(IN_CHANNELS, OUT_CHANNELS, kernel_size=case.kernel)
     elif case.kind == "conv":
@@ -81,6 +82,7 @@ def make_layer(case: LayerCase, gen: torch.Generator, dtype=torch.float64) -> nn
     else:
         layer = SparseInverseConv3d(IN_CHANNELS, OUT_CHANNELS, kernel_size=case.kernel, indice_key="down")
     layer = layer.to(dtype)
+    set_dense_path(layer, dense_path)
     with torch.no_grad():  # random parameters of order 1, not the small initialisation
         layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen, dtype=dtype))
         layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen, dtype=dtype))
@@ -98,10 +100,12 @@ class CaseResult:
 
 
 def run_case(
-    case: LayerCase, coords, shape, gen, *, train: bool = True, device: str = "cpu", dtype=torch.float64
+    case: LayerCase, coords, shape, gen, *, train: bool = True, device: str = "cpu", dtype=torch.float64,
+    dense_path: bool = False,
 ) -> CaseResult:
-    """Run one layer (on `device` in `dtype`) and its dense float64 CPU reference on random features."""
-    layer = make_layer(case, gen).to(device, dtype).train(train)
+    """Run one layer (on `device` in `dtype`, optionally allowed the dense path) and its dense float64 CPU
+    reference on random features."""
+    layer = make_layer(case, gen, dense_path=dense_path).to(device, dtype).train(train)
     if case.kind == "inverse":  # the inverse reads the pairs cached by a strided conv on `coords`
         down = SparseConv3d(
             2,

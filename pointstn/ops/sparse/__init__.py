@@ -10,6 +10,7 @@ from pointstn.ops.sparse.conv import (
     SparseConvTranspose3d,
     SparseInverseConv3d,
     SubMConv3d,
+    set_dense_path,
 )
 from pointstn.ops.sparse.tensor import (
     FeatureWise,
@@ -36,6 +37,7 @@ __all__ = [
     "map_features",
     "prune",
     "replace_features",
+    "set_dense_path",
     "sparse_batch_size",
     "sparse_coords",
     "sparse_features",

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from pointstn.ops.sparse.backend import ConvGeometry, conv_engine
+from pointstn.ops.sparse.dense_path import dense_convolution, runs_dense
 
 if TYPE_CHECKING:
     from spconv.pytorch import SparseConvTensor
@@ -55,6 +56,7 @@ class _SparseConv(nn.Module):
             torch.empty(geometry.out_channels, *geometry.kernel_size, geometry.in_channels)
         )
         self.bias = nn.Parameter(torch.empty(geometry.out_channels)) if bias else None
+        self.dense_path = False  # run as a dense conv3d on nearly full grids (ops/sparse/dense_path.py)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -81,9 +83,12 @@ class _SparseConv(nn.Module):
                 f"{self._name()} got a sparse tensor with no active sites (e.g. an unpadded strided conv "
                 "missed every site); spconv cannot convolve it"
             )
-        engine = conv_engine(self.geometry, features.device.type)
-        self._check_cached_pairs(input, engine)
-        output = engine._conv_forward(self.training, input, self.weight, None)
+        if self.dense_path and runs_dense(self.geometry, input):
+            output = dense_convolution(input, self.weight, self.geometry)
+        else:
+            engine = conv_engine(self.geometry, features.device.type)
+            self._check_cached_pairs(input, engine)
+            output = engine._conv_forward(self.training, input, self.weight, None)
         if self.bias is not None:
             output = output.replace_feature(output.features + self.bias)
         return output
@@ -296,6 +301,14 @@ class SparseConvTranspose3d(_SparseConv):
             indice_key=indice_key,
         )
         super().__init__(geometry, bias)
+
+
+def set_dense_path(module: nn.Module, enabled: bool) -> None:
+    """Let every sparse convolution in `module` run as a dense conv3d when its grid is nearly full
+    (`pointstn.ops.sparse.dense_path`: same result, faster on CPU), or never (`enabled=False`)."""
+    for layer in module.modules():
+        if isinstance(layer, _SparseConv):
+            layer.dense_path = bool(enabled)
 
 
 def _triple(name: str, value: IntOrTriple, *, minimum: int) -> tuple[int, int, int]:
