@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from pointstn.config.schema import ExperimentConfig
+from pointstn.config.schema import DecoderConfig, ExperimentConfig
 from pointstn.models.backbone import ResNetBackbone
 from pointstn.models.heads import CoarseHead
 from pointstn.models.localization import LocalizationNet, nominal_pose_from_rig, rotation_anchors
@@ -23,6 +23,11 @@ def _decoder_class(kind: str):
 
         return DenseUNetDecoder
     raise ValueError(f"unknown decoder kind {kind!r}; valid: sparse, dense, none")
+
+
+def _kind_options(decoder: DecoderConfig) -> dict:
+    """Constructor options only one decoder kind has (the dense path exists for sparse convolutions only)."""
+    return {"dense_path": decoder.dense_path} if decoder.kind == "sparse" else {}
 
 
 def normalized_focal(fov_y_deg: float) -> float:
@@ -70,7 +75,7 @@ def build_model(config: ExperimentConfig) -> Reconstructor:
             prune_threshold=model.decoder.prune_threshold,
             voxel_floor=model.decoder.voxel_floor,
             level_features=model.decoder.level_features,
-            **({"dense_path": model.decoder.dense_path} if model.decoder.kind == "sparse" else {}),
+            **_kind_options(model.decoder),
         )
     return Reconstructor(
         backbone=backbone, localization=localization, coarse_head=coarse_head, sampler=sampler, decoder=decoder,
