@@ -50,9 +50,10 @@ def preserves_grid(geometry: ConvGeometry) -> bool:
 
 
 def runs_dense(geometry: ConvGeometry, input: SparseConvTensor) -> bool:
-    """Whether `dense_convolution` should run this layer on this input (a grid-preserving layer on a
-    nearly full grid of at least `MIN_SITES` sites)."""
-    if not preserves_grid(geometry):
+    """Whether `dense_convolution` should run this layer on this input: a grid-preserving layer on a
+    nearly full CPU grid of at least `MIN_SITES` sites (the thresholds were measured on CPU only; on
+    CUDA spconv's own algorithms run)."""
+    if input.features.device.type != "cpu" or not preserves_grid(geometry):
         return False
     grid_sites = int(input.batch_size) * math.prod(int(v) for v in input.spatial_shape)
     return grid_sites >= MIN_SITES and input.indices.shape[0] >= MIN_FRACTION * grid_sites
