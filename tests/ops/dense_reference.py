@@ -75,10 +75,15 @@ def dense_layer(case: LayerCase, dense_in, weight, bias, output_padding=(0, 0, 0
     return out + bias.view(1, -1, 1, 1, 1)
 
 
+def site_rows(coords: torch.Tensor, shape) -> torch.Tensor:
+    """int64 key of each (N, 4) coords row on a grid of `shape`, in row order."""
+    c = coords.long()
+    return ((c[:, 0] * shape[0] + c[:, 1]) * shape[1] + c[:, 2]) * shape[2] + c[:, 3]
+
+
 def site_keys(coords: torch.Tensor, shape) -> torch.Tensor:
     """Sorted int64 keys of (N, 4) coords on a grid of `shape`: equal keys <=> equal site sets."""
-    c = coords.long()
-    return torch.sort(((c[:, 0] * shape[0] + c[:, 1]) * shape[1] + c[:, 2]) * shape[2] + c[:, 3]).values
+    return torch.sort(site_rows(coords, shape)).values
 
 
 def occupied_sites(case: LayerCase, coords: torch.Tensor, batch_size: int, shape) -> torch.Tensor:

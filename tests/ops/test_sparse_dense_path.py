@@ -12,7 +12,7 @@ import torch
 
 from pointstn.models.sparse_unet import SparseUNetDecoder
 from pointstn.ops.sparse import SparseConv3d, SparseConvTranspose3d, SubMConv3d, dense_path, make_sparse_tensor
-from tests.ops.dense_reference import LayerCase, expected_out_shape, rel_err, site_keys
+from tests.ops.dense_reference import LayerCase, expected_out_shape, rel_err, site_keys, site_rows
 from tests.ops.test_spconv_compat import FLOAT64_RTOL, assert_case, num_threads, random_coords, run_case, seeded
 
 __all__ = ["num_threads"]  # the fixture, re-used
@@ -58,8 +58,8 @@ def test_dense_path_matches_spconv_and_the_dense_reference(case, shape, density,
     # output row coincide and the gradients must agree too (for the conv, assert_case checked them
     # against the reference: its rows come in another order, so its upstream differs from spconv's)
     assert torch.equal(site_keys(dense.out_coords, shape), site_keys(sparse.out_coords, shape))
-    order_d = torch.argsort(_keys(dense.out_coords, shape))
-    order_s = torch.argsort(_keys(sparse.out_coords, shape))
+    order_d = torch.argsort(site_rows(dense.out_coords, shape))
+    order_s = torch.argsort(site_rows(sparse.out_coords, shape))
     assert rel_err(dense.values[0][order_d], sparse.values[0][order_s]) < FLOAT64_RTOL
     if case.kind == "subm":
         assert torch.equal(dense.out_coords, sparse.out_coords)
@@ -67,15 +67,11 @@ def test_dense_path_matches_spconv_and_the_dense_reference(case, shape, density,
             assert rel_err(dense.grads[name][0], sparse.grads[name][0]) < FLOAT64_RTOL, name
 
 
-def _keys(coords, shape):
-    c = coords.long()
-    return ((c[:, 0] * shape[0] + c[:, 1]) * shape[1] + c[:, 2]) * shape[2] + c[:, 3]
-
-
 def _tensor(batch: int, shape, density: float, gen) -> object:
     coords = random_coords(gen, shape, density=density, batch_size=batch)
-    return make_sparse_tensor(coords=coords, features=torch.randn(coords.shape[0], 3, generator=gen),
-                              spatial_shape=shape, batch_size=batch)
+    return make_sparse_tensor(
+        coords=coords, features=torch.randn(coords.shape[0], 3, generator=gen), spatial_shape=shape, batch_size=batch
+    )
 
 
 def test_runs_dense_only_on_full_enough_and_large_enough_grids():
@@ -103,10 +99,15 @@ def test_decoder_with_dense_path_equals_decoder_without(training, num_threads):
     results = []
     for enabled in (True, False):
         torch.manual_seed(1)
-        decoder = SparseUNetDecoder(in_channels=5, channels=(4, 6, 8), resolution=32, voxel_floor=1.0,
-                                    dense_path=enabled).double().train(training)
+        decoder = (
+            SparseUNetDecoder(in_channels=5, channels=(4, 6, 8), resolution=32, voxel_floor=1.0, dense_path=enabled)
+            .double()
+            .train(training)
+        )
         gen = torch.Generator().manual_seed(2)
-        lattice = (torch.stack(torch.meshgrid(*[torch.arange(8)] * 3, indexing="ij"), -1).reshape(-1, 3) + 0.5) / 8 - 0.5
+        lattice = (
+            torch.stack(torch.meshgrid(*[torch.arange(8)] * 3, indexing="ij"), -1).reshape(-1, 3) + 0.5
+        ) / 8 - 0.5
         points = torch.cat([lattice.expand(4, -1, -1).double(), torch.rand(4, 300, 3, generator=gen).double() - 0.5], 1)
         features = torch.randn(4, points.shape[1], 5, generator=gen, dtype=torch.float64, requires_grad=True)
         targets = decoder.occupancy_targets(torch.rand(4, 500, 3, generator=gen).double() - 0.5)
@@ -122,8 +123,7 @@ def test_decoder_with_dense_path_equals_decoder_without(training, num_threads):
     assert torch.equal(a.lengths, b.lengths)
     assert rel_err(a.points, b.points) < FLOAT64_RTOL
     for la, lb in zip(a.levels, b.levels):
-        assert torch.equal(torch.sort(_keys(la.coords, (la.resolution,) * 3)).values,
-                           torch.sort(_keys(lb.coords, (lb.resolution,) * 3)).values)
+        assert torch.equal(site_keys(la.coords, (la.resolution,) * 3), site_keys(lb.coords, (lb.resolution,) * 3))
     assert rel_err(grad_a, grad_b) < FLOAT64_RTOL
     for name, grad in params_a.items():
         assert rel_err(grad, params_b[name]) < FLOAT64_RTOL, name

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from pointstn.ops.sparse.backend import ConvGeometry, spconv_api
+from pointstn.ops.sparse.tensor import grid_rows
 
 if TYPE_CHECKING:
     from spconv.pytorch import SparseConvTensor
@@ -65,7 +66,7 @@ def dense_convolution(input: SparseConvTensor, weight: torch.Tensor, geometry: C
     batch = int(input.batch_size)
     d, h, w = (int(v) for v in input.spatial_shape)
     features = input.features
-    rows = _linear_sites(input.indices, (d, h, w))
+    rows = grid_rows(input.indices, (d, h, w))
     grid = features.new_zeros(batch * d * h * w, features.shape[1]).index_copy(0, rows, features)
     # (B, D, H, W, C) viewed as (B, C, D, H, W): channels-last, oneDNN's fastest layout for this conv
     dense_in = grid.view(batch, d, h, w, -1).permute(0, 4, 1, 2, 3)
@@ -82,15 +83,8 @@ def dense_convolution(input: SparseConvTensor, weight: torch.Tensor, geometry: C
     return spconv_api().tensor_type(out_rows.index_select(0, sites), coords, [d, h, w], batch)
 
 
-def _linear_sites(coords: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    """Row of each (b, i, j, k) site in the flattened (B, D, H, W) grid."""
-    d, h, w = shape
-    c = coords.long()
-    return ((c[:, 0] * d + c[:, 1]) * h + c[:, 2]) * w + c[:, 3]
-
-
 def _grid_coords(rows: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    """Inverse of `_linear_sites`: (N, 4) int32 contiguous [batch, i, j, k]."""
+    """Inverse of `tensor.grid_rows`: (N, 4) int32 contiguous [batch, i, j, k]."""
     d, h, w = shape
     k = rows % w
     j = (rows // w) % h

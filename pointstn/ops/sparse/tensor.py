@@ -186,10 +186,15 @@ def _check_range(coords: torch.Tensor, shape: tuple[int, int, int], batch_size: 
         )
 
 
-def _check_unique(coords: torch.Tensor, shape: tuple[int, int, int]) -> None:
+def grid_rows(coords: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """(N,) int64 row of each `[batch, i, j, k]` site in the flattened (B, D, H, W) grid of `shape` (D, H, W)."""
     d, h, w = shape
     c = coords.long()
-    keys = ((c[:, 0] * d + c[:, 1]) * h + c[:, 2]) * w + c[:, 3]
+    return ((c[:, 0] * d + c[:, 1]) * h + c[:, 2]) * w + c[:, 3]
+
+
+def _check_unique(coords: torch.Tensor, shape: tuple[int, int, int]) -> None:
+    keys = grid_rows(coords, shape)
     unique_keys, counts = torch.unique(keys, return_counts=True)
     if unique_keys.shape[0] != keys.shape[0]:
         duplicated = unique_keys[counts > 1][0]
