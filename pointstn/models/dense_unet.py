@@ -15,8 +15,9 @@ convolutions on every voxel instead of sparse ones on the active sites:
 | prune, then the level's SubM block on the kept voxels | the level's Conv3d block on every voxel |
 
 No convolution has a bias (each is followed by `ChannelNorm`, the per-voxel layer norm of the sparse
-decoder). Each `LevelOutput` lists *all* B * r^3 voxels of its level in lexicographic [b, i, j, k]
-order (`logits` is the level's (B, 1, r, r, r) logit grid flattened). The output cloud comes from the
+decoder, fused with its ReLU, and `forward` recomputes ReLU outputs in the backward pass as the
+sparse decoder does). Each `LevelOutput` lists *all* B * r^3 voxels of its level in lexicographic
+[b, i, j, k] order (`logits` is the level's (B, 1, r, r, r) logit grid flattened). The output cloud comes from the
 finest level's voxels chosen by the sparse decoder's rule (`keep_voxels`: above `prune_threshold`,
 in training also the ground-truth voxels; each sample's top ceil(voxel_floor * R**2); at most ceil(voxel_budget * R**2)
 per sample) through the same point head.
@@ -29,11 +30,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from pointstn.models.channel_norm import ChannelNormReLU
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
 from pointstn.models.sparse_unet import (
     GRID_HI,
     GRID_LO,
-    ChannelNorm,
     InferencePruning,
     LevelLift,
     PointHead,
@@ -48,12 +49,13 @@ from pointstn.models.sparse_unet import (
     occupancy_targets,
     prune_threshold_logit,
 )
+from pointstn.ops.recompute import offer_derived, recomputing
 from pointstn.ops.voxel import OccupancyPyramid, voxelize
 
 
 def _block(conv: nn.Conv3d) -> nn.Sequential:
-    """conv (no bias) -> ChannelNorm -> ReLU."""
-    return nn.Sequential(conv, ChannelNorm(conv.out_channels), nn.ReLU(inplace=True))
+    """conv (no bias) -> ChannelNorm -> ReLU (fused: `ChannelNormReLU`)."""
+    return nn.Sequential(conv, ChannelNormReLU(conv.out_channels))
 
 
 def _conv3(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -93,7 +95,7 @@ class DenseUNetDecoder(nn.Module, InferencePruning):
         )  # fmt: skip
         self.grow = _conv3(c[-1], c[-1])
         self.up = nn.ModuleList(nn.ConvTranspose3d(c[l + 1], c[l], 2, stride=2, bias=False) for l in range(levels - 1))
-        self.up_norm = nn.ModuleList(nn.Sequential(ChannelNorm(c[l]), nn.ReLU(inplace=True)) for l in range(levels - 1))
+        self.up_norm = nn.ModuleList(nn.Sequential(ChannelNormReLU(c[l])) for l in range(levels - 1))
         self.refine = nn.ModuleList(_conv3(c[l], c[l]) for l in range(levels))
         self.heads = nn.ModuleList(nn.Conv3d(c[l], 1, 1) for l in range(levels))
         for head in self.heads:
@@ -105,6 +107,7 @@ class DenseUNetDecoder(nn.Module, InferencePruning):
         """The ground truth `forward` takes: occupancy of (B, N, 3) normalized clouds at this decoder's resolutions."""
         return occupancy_targets(points, lengths, resolutions=self.resolutions)
 
+    @recomputing
     def forward(
         self, points: Tensor, features: Tensor, lengths: Tensor | None = None, targets: OccupancyPyramid | None = None,
         lift: LevelLift | None = None,
@@ -146,6 +149,7 @@ class DenseUNetDecoder(nn.Module, InferencePruning):
         kept = finest.coords[keep]  # lexicographic order
         b, i, j, k = kept.long().unbind(dim=1)
         kept_features = x.permute(0, 2, 3, 4, 1)[b, i, j, k]
+        offer_derived(kept_features, x, lambda refined: refined.permute(0, 2, 3, 4, 1)[b, i, j, k])
         out_points, out_lengths = self.point_head(kept, kept_features, resolution=self.resolution, batch_size=batch)
         return DecoderOutput(points=out_points, lengths=out_lengths, levels=tuple(levels))
 

@@ -17,10 +17,12 @@ only (as in octree-generating networks). Running the block before the head, on a
 the whole decoder about 2.5x slower (forward + backward, batch 4, R = 32 and 64), although most
 candidates are then pruned.
 
-A block is conv (no bias) -> `ChannelNorm` -> ReLU. `ChannelNorm` normalizes each voxel over its
-channels (a layer norm): unlike batch norm it does not couple samples, behaves the same in train and
-eval mode (so pruning decisions do not shift between them), is defined for a single active site, and
-is the identical operation on the dense grid of `DenseUNetDecoder`.
+A block is conv (no bias) -> `ChannelNorm` -> ReLU (`pointstn.models.channel_norm`: a layer norm over
+each voxel's channels, the identical operation on the dense grid of `DenseUNetDecoder`). Norm and
+ReLU are one module, `ChannelNormReLU`, and `forward` runs in a `RecomputeScope`
+(`pointstn.ops.recompute`): autograd keeps each block's norm input and recomputes the ReLU output
+in the backward pass instead of keeping it for the next convolution, one feature tensor per block
+instead of two, for the same values and gradients.
 
 Pruning at every level (`keep_voxels`): inference keeps voxels with occupancy probability above
 `prune_threshold`; training keeps (predicted OR ground-truth occupied), as generative sparse
@@ -49,10 +51,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pointstn.models.channel_norm import ChannelNormReLU
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
+from pointstn.ops.recompute import offer_derived, recomputing
 from pointstn.ops.sparse import (
     FeatureWise,
     SparseConv3d,
@@ -201,21 +204,6 @@ def keep_voxels(
     return (wanted & (rank < cap)) | (rank < max(1, floor))
 
 
-class ChannelNorm(nn.Module):
-    """Layer norm over the channels of every voxel: dim 1 of (N, C) site features or (B, C, D, H, W) grids."""
-
-    def __init__(self, channels: int, eps: float = 1e-5):
-        super().__init__()
-        self.channels, self.eps = channels, eps
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.ndim == 2:
-            return F.layer_norm(x, (self.channels,), self.weight, self.bias, self.eps)
-        return F.layer_norm(x.movedim(1, -1), (self.channels,), self.weight, self.bias, self.eps).movedim(-1, 1)
-
-
 class PointHead(nn.Module):
     """K points per voxel: centre + tanh-bounded offset of at most one voxel size per axis."""
 
@@ -241,15 +229,20 @@ def init_occupancy_head(head: nn.Module) -> None:
 
 
 def _subm_block(in_channels: int, out_channels: int, key: str) -> nn.Sequential:
+    return nn.Sequential(SubMConv3d(in_channels, out_channels, 3, bias=False, indice_key=key), _norm_relu(out_channels))
+
+
+def _norm_relu(channels: int) -> nn.Module:
+    return FeatureWise(ChannelNormReLU(channels))
+
+
+def _down_block(in_channels: int, out_channels: int, key: str) -> nn.Sequential:
+    """k2 s2 SparseConv3d -> norm + ReLU -> SubM block. Child 2 is an identity: it was the ReLU before
+    norm and ReLU were fused, and keeping it keeps the positions and the checkpoints' keys (down.L.3.*)."""
     return nn.Sequential(
-        SubMConv3d(in_channels, out_channels, 3, bias=False, indice_key=key),
-        FeatureWise(ChannelNorm(out_channels)),
-        FeatureWise(nn.ReLU(inplace=True)),
-    )
-
-
-def _norm_relu(channels: int) -> list[nn.Module]:
-    return [FeatureWise(ChannelNorm(channels)), FeatureWise(nn.ReLU(inplace=True))]
+        SparseConv3d(in_channels, out_channels, 2, 2, bias=False), _norm_relu(out_channels), nn.Identity(),
+        _subm_block(out_channels, out_channels, key),
+    )  # fmt: skip
 
 
 class InferencePruning:
@@ -310,15 +303,10 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         self.set_inference_pruning(voxel_floor=voxel_floor, prune_threshold=prune_threshold)
         levels = len(c)
         self.stem = _subm_block(in_channels, c[0], "enc0")
-        self.down = nn.ModuleList(
-            nn.Sequential(
-                SparseConv3d(c[l - 1], c[l], 2, 2, bias=False), *_norm_relu(c[l]), _subm_block(c[l], c[l], f"enc{l}")
-            )
-            for l in range(1, levels)
-        )
-        self.grow = nn.Sequential(SparseConv3d(c[-1], c[-1], 3, 1, 1, bias=False), *_norm_relu(c[-1]))
+        self.down = nn.ModuleList(_down_block(c[l - 1], c[l], f"enc{l}") for l in range(1, levels))
+        self.grow = nn.Sequential(SparseConv3d(c[-1], c[-1], 3, 1, 1, bias=False), _norm_relu(c[-1]))
         self.up = nn.ModuleList(SparseConvTranspose3d(c[l + 1], c[l], 2, 2, bias=False) for l in range(levels - 1))
-        self.up_norm = nn.ModuleList(nn.Sequential(*_norm_relu(c[l])) for l in range(levels - 1))
+        self.up_norm = nn.ModuleList(nn.Sequential(_norm_relu(c[l])) for l in range(levels - 1))
         self.refine = nn.ModuleList(_subm_block(c[l], c[l], f"dec{l}") for l in range(levels))
         self.heads = nn.ModuleList(nn.Linear(c[l], 1) for l in range(levels))
         for head in self.heads:
@@ -331,6 +319,7 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         """The ground truth `forward` takes: occupancy of (B, N, 3) normalized clouds at this decoder's resolutions."""
         return occupancy_targets(points, lengths, resolutions=self.resolutions)
 
+    @recomputing
     def forward(
         self, points: Tensor, features: Tensor, lengths: Tensor | None = None, targets: OccupancyPyramid | None = None,
         lift: LevelLift | None = None,
@@ -374,8 +363,10 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
             levels[level] = LevelOutput(coords=x.indices, logits=logits, targets=labels, resolution=resolution)
             x = self.refine[level](prune(x, keep))
         order = torch.argsort(linearize_coords(x.indices, resolution=self.resolution))
+        features = x.features[order]
+        offer_derived(features, x.features, lambda refined: refined[order])
         out_points, out_lengths = self.point_head(
-            x.indices[order], x.features[order], resolution=self.resolution, batch_size=batch
+            x.indices[order], features, resolution=self.resolution, batch_size=batch
         )
         return DecoderOutput(points=out_points, lengths=out_lengths, levels=tuple(levels))
 
@@ -409,14 +400,16 @@ def add_skip(tensor: SparseConvTensor, skip: SparseConvTensor, *, resolution: in
     """`tensor` with `skip`'s features added at the voxels both have (its other voxels unchanged).
 
     A join by voxel keys (sort + searchsorted), since pruning breaks any index correspondence; one
-    `index_add` of the matched rows, so no (N, C) temporaries beyond the result.
+    accumulating `index_put` of the matched rows, so no (N, C) temporaries beyond the result (unlike
+    `index_add`, it does not keep the gathered rows for the backward pass).
     """
     keys = linearize_coords(skip.indices, resolution=resolution)
     sorted_keys, order = torch.sort(keys)
     wanted = linearize_coords(tensor.indices, resolution=resolution)
     slot = torch.searchsorted(sorted_keys, wanted).clamp_(max=sorted_keys.numel() - 1)
     hit = (sorted_keys[slot] == wanted).nonzero().squeeze(1)
-    return replace_features(tensor, tensor.features.index_add(0, hit, skip.features[order[slot[hit]]]))
+    added = tensor.features.index_put((hit,), skip.features[order[slot[hit]]], accumulate=True)
+    return replace_features(tensor, added)
 
 
 def check_inputs(points: Tensor, features: Tensor, *, in_channels: int) -> int:

@@ -198,9 +198,10 @@ def packed_to_padded(
     starts = torch.cumsum(lengths, 0) - lengths
     slot = torch.arange(b.numel(), device=b.device) - starts[b_sorted]
     width = int(lengths.max().item()) if batch_size else 0
-    padded = values.new_full((batch_size, width, values.shape[1]), pad_value)
-    padded = padded.index_put((b_sorted, slot), values[order])
-    return padded, lengths
+    row = torch.empty_like(b)
+    row[order] = b_sorted * width + slot  # each value's row in the flattened (B * L, D) result
+    padded = values.new_full((batch_size * width, values.shape[1]), pad_value).index_put((row,), values)
+    return padded.view(batch_size, width, values.shape[1]), lengths
 
 
 def occupancy(

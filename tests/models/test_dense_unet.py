@@ -25,7 +25,7 @@ def sphere_points(*, batch: int, points: int, seed: int, dtype=torch.float32) ->
 def copy_sparse_into_dense(sparse: SparseUNetDecoder, dense: DenseUNetDecoder) -> None:
     """Dense weights from sparse ones: Conv3d = W.permute(0, 4, 1, 2, 3), ConvTranspose3d = W.permute(4, 0, 1, 2, 3)."""
 
-    def block(dst, conv, norm):  # dst: Sequential(conv, ChannelNorm, ReLU)
+    def block(dst, conv, norm):  # dst: Sequential(conv, ChannelNormReLU)
         dst[0].weight.copy_(conv.weight.permute(0, 4, 1, 2, 3))
         dst[1].load_state_dict(norm.module.state_dict())
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from pointstn.ops.recompute import offer_derived
 from pointstn.ops.sparse.backend import spconv_api
 
 if TYPE_CHECKING:
@@ -147,8 +148,10 @@ def prune(tensor: SparseConvTensor, keep_mask: torch.Tensor) -> SparseConvTensor
             "prune would remove every site; spconv cannot convolve an empty sparse tensor. "
             "Keep at least one site (e.g. the highest-scoring one of each batch item)."
         )
+    features = tensor.features[keep_mask]
+    offer_derived(features, tensor.features, lambda full: full[keep_mask])  # ops/recompute.py
     return spconv_api().tensor_type(
-        tensor.features[keep_mask],
+        features,
         tensor.indices[keep_mask].contiguous(),
         list(tensor.spatial_shape),
         int(tensor.batch_size),
