@@ -86,7 +86,8 @@ class _NormReLU(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
         x, weight, bias, mean, rstd = ctx.saved_tensors
         z = torch.native_layer_norm(x, (x.shape[-1],), weight, bias, ctx.eps)[0]
-        grad_z = torch.ops.aten.threshold_backward(grad, z, 0)
+        clipped = z <= 0
+        grad_z = z.copy_(grad).masked_fill_(clipped, 0)  # ReLU's backward (threshold_backward), in z's memory
         mask = list(ctx.needs_input_grad[:3])
         grad_x, grad_weight, grad_bias = torch.ops.aten.native_layer_norm_backward(
             grad_z, x, (x.shape[-1],), mean, rstd, weight, bias, mask

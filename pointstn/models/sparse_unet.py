@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from pointstn.models.channel_norm import ChannelNormReLU
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
-from pointstn.ops.recompute import offer_derived, recomputing
+from pointstn.ops.recompute import recomputing
 from pointstn.ops.sparse import (
     FeatureWise,
     SparseConv3d,
@@ -212,13 +212,20 @@ class PointHead(nn.Module):
         self.points_per_voxel = points_per_voxel
         self.linear = nn.Linear(in_channels, 3 * points_per_voxel)
 
-    def forward(self, coords: Tensor, features: Tensor, *, resolution: int, batch_size: int) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, coords: Tensor, features: Tensor, *, resolution: int, batch_size: int, order: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """(V, 4) voxels + (V, C) features -> padded points (B, P, 3) and lengths (B,) int64.
 
-        The points of one sample come voxel by voxel in the order of `coords`, K per voxel.
+        The points of one sample come voxel by voxel in the order of `coords`, or of `coords[order]`
+        when an `order` (a permutation of the V voxels) is given, K per voxel. Permuting here rather
+        than the caller means autograd keeps `features` themselves, not a permuted copy.
         """
         k = self.points_per_voxel
-        offsets = torch.tanh(self.linear(features)).view(-1, k, 3)
+        offsets = torch.tanh(self.linear(features))
+        if order is not None:
+            coords, offsets = coords[order], offsets[order]
+        offsets = offsets.view(-1, k, 3)
         points = points_from_offsets(coords, offsets, resolution=resolution, lo=GRID_LO, hi=GRID_HI)
         return packed_to_padded(points.reshape(-1, 3), coords[:, 0].long().repeat_interleave(k), batch_size)
 
@@ -338,10 +345,10 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         check_lift(self.lift, lift)
         x = self._voxel_input(points, features, lengths)
         x = self.stem(x)
-        skips = [x]
+        skips = []  # the encoder's outputs at levels 0 .. L - 2, each dropped once joined
         for down in self.down:
-            x = down(x)
             skips.append(x)
+            x = down(x)
         x = self.grow(x)
         threshold = prune_threshold_logit(self.prune_threshold)
         levels: list[LevelOutput | None] = [None] * len(self.channels)
@@ -349,7 +356,7 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
             resolution = self.resolutions[level]
             if level < len(self.channels) - 1:
                 x = self.up[level](x)
-                x = add_skip(x, skips[level], resolution=resolution)
+                x = add_skip(x, skips.pop(), resolution=resolution)
                 x = self.up_norm[level](x)
             if self.lift is not None:
                 x = replace_features(x, x.features + self.lift[level](lift(x.indices, resolution)))
@@ -363,10 +370,8 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
             levels[level] = LevelOutput(coords=x.indices, logits=logits, targets=labels, resolution=resolution)
             x = self.refine[level](prune(x, keep))
         order = torch.argsort(linearize_coords(x.indices, resolution=self.resolution))
-        features = x.features[order]
-        offer_derived(features, x.features, lambda refined: refined[order])
         out_points, out_lengths = self.point_head(
-            x.indices[order], features, resolution=self.resolution, batch_size=batch
+            x.indices, x.features, resolution=self.resolution, batch_size=batch, order=order
         )
         return DecoderOutput(points=out_points, lengths=out_lengths, levels=tuple(levels))
 

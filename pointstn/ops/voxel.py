@@ -77,7 +77,7 @@ def voxelize(
 
     Returns:
         Voxels (see its docstring). Vectorized: one `torch.unique` over int64 keys and one
-        `index_add` for the features.
+        accumulating `index_put` for the features.
     """
     _check_grid(resolution, lo, hi)
     lengths = checked_lengths(points, lengths)
@@ -94,7 +94,9 @@ def voxelize(
     point_to_voxel[keep] = inverse
     pooled = None
     if features is not None:
-        summed = features.new_zeros(unique_keys.shape[0], features.shape[-1]).index_add(0, inverse, features[keep])
+        # not index_add: autograd then keeps the index only, not a copy of the features
+        summed = features.new_zeros(unique_keys.shape[0], features.shape[-1])
+        summed = summed.index_put((inverse,), features[keep], accumulate=True)
         pooled = summed / counts[:, None].to(features.dtype)
     return Voxels(
         coords=delinearize_keys(unique_keys, resolution=resolution),
@@ -192,15 +194,19 @@ def packed_to_padded(
     b = batch_index.to(torch.int64)
     if b.numel() and (b.min() < 0 or b.max() >= batch_size):
         raise ValueError(f"batch_index must lie in [0, {batch_size}); got [{b.min().item()}, {b.max().item()}]")
-    order = torch.argsort(b, stable=True)
-    b_sorted = b[order]
     lengths = torch.bincount(b, minlength=batch_size)
     starts = torch.cumsum(lengths, 0) - lengths
-    slot = torch.arange(b.numel(), device=b.device) - starts[b_sorted]
     width = int(lengths.max().item()) if batch_size else 0
-    row = torch.empty_like(b)
-    row[order] = b_sorted * width + slot  # each value's row in the flattened (B * L, D) result
-    padded = values.new_full((batch_size * width, values.shape[1]), pad_value).index_put((row,), values)
+    rank = torch.arange(b.numel(), device=b.device)
+    if bool((b[1:] >= b[:-1]).all()):  # already grouped by element (e.g. voxels in key order): no sort
+        row = b * width + rank - starts[b]
+    else:
+        order = torch.argsort(b, stable=True)
+        b_sorted = b[order]
+        row = torch.empty_like(b)
+        row[order] = b_sorted * width + rank - starts[b_sorted]
+    # each value's row in the flattened (B * L, D) result, written in place: autograd keeps only `row`
+    padded = values.new_full((batch_size * width, values.shape[1]), pad_value).index_put_((row,), values)
     return padded.view(batch_size, width, values.shape[1]), lengths
 
 
