@@ -20,6 +20,9 @@ the default allocator, and with `MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESH
 worker's environment (blocks above 64 KB are mapped and returned at `free`), so the peak is the
 step's live working set. Both contenders get the same setting; both rows are reported.
 
+Recomputation: at R = 32 and 64 both decoders also run with `recompute=True` (norm + ReLU outputs
+recomputed in the backward pass instead of kept; `model.decoder.recompute`), under the mmap setting.
+
 Infeasible cases: a dense case whose estimated peak (`dense_peak_estimate_gb`) exceeds
 `MEMORY_BOUND_GB` is measured at batch 1, and its time and memory are multiplied by the batch
 (activations and dense convolution work are linear in the batch): such rows say *extrapolated*.
@@ -84,16 +87,20 @@ def cases(quick: bool) -> list[dict]:
         estimate = dense_peak_estimate_gb(batch=batch, resolution=r, channels=channels, in_channels=IN_CHANNELS)
         heavy = r >= 128
         allocators = list(ALLOCATORS) if (index == 0 if quick else r in ALLOCATOR_RESOLUTIONS) else ["glibc default"]
-        for allocator in allocators:
+        settings = [(allocator, False) for allocator in allocators]
+        if len(allocators) > 1:
+            settings.append(("mmap threshold 64 KB", True))
+        for allocator, recompute in settings:
             out.append({
-                "case": f"R={r}" + ("" if allocator == "glibc default" else f", {allocator}"),
+                "case": f"R={r}" + ("" if allocator == "glibc default" else f", {allocator}")
+                + (", recompute" if recompute else ""),
                 "params": {
                     "resolution": r, "batch": batch, "dense_batch": batch if estimate <= bound else 1,
                     "channels": list(channels), "in_channels": IN_CHANNELS, "points_per_voxel": POINTS_PER_VOXEL,
                     "input_points": QUICK["input_points"] if quick else INPUT_POINTS,
                     "target_points": QUICK["target_points"] if quick else TARGET_POINTS,
                     "memory_bound_gb": bound, "dense_estimate_gb": estimate, "seed": 0,
-                    "allocator": allocator, "worker_env": ALLOCATORS[allocator],
+                    "allocator": allocator, "worker_env": ALLOCATORS[allocator], "recompute": recompute,
                 },
                 "rounds": 1 if quick else (2 if heavy else 3),
                 "contenders": [
@@ -154,6 +161,7 @@ def build_decoder(contender: str, params: dict):
     return classes[contender](
         in_channels=int(params["in_channels"]), channels=tuple(params["channels"]),
         resolution=int(params["resolution"]), points_per_voxel=int(params["points_per_voxel"]),
+        recompute=bool(params.get("recompute", False)),
     )  # fmt: skip
 
 
@@ -201,6 +209,7 @@ def measure(contender: str, params: dict, *, warmup: int, repeats: int, memory) 
             "candidates_per_sample": [level.coords.shape[0] / batch for level in out.levels],
             "kept_voxels_per_sample": float(out.lengths.sum()) / POINTS_PER_VOXEL / batch,
             "loss": float(loss),
+            "recompute": model.recompute,
             "loadavg_before_after": [load_before, os.getloadavg()[0]],
             "malloc_env": {k: os.environ.get(k) for k in ALLOCATORS["mmap threshold 64 KB"]},  # what the worker got
         },
@@ -244,12 +253,14 @@ def markdown(report: dict) -> str:
         lines.append("- **quick mode: tiny sizes, a smoke test, not a measurement**")
     lines += [
         "",
-        "| R | allocator | contender | batch run | median (s) | min .. max (s) | IQR (s) | n | peak extra MB | candidates / sample per level (fine..coarse) | speed-up | memory ratio | target (time / memory) | load |",
+        "| R | allocator, option | contender | batch run | median (s) | min .. max (s) | IQR (s) | n | peak extra MB | candidates / sample per level (fine..coarse) | speed-up | memory ratio | target (time / memory) | load |",
         "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |",
     ]  # fmt: skip
     for case in report["cases"]:
         p, results = case["params"], case["results"]
         r, batch, allocator = p["resolution"], p["batch"], p.get("allocator", "glibc default")
+        if p.get("recompute"):
+            allocator += ", recompute"
         scaled = {name: batch_equivalent(res, batch) for name, res in results.items()}
         for name, res in results.items():
             median, low, high, peak, extrapolated = scaled[name]
@@ -285,7 +296,9 @@ def markdown(report: dict) -> str:
             "batch 1 and multiplied by 4). Targets from DESIGN.md section 5. Candidates are the voxels each level scores "
             "(dense: every voxel of the grid). Allocator: `mmap threshold 64 KB` = the workers ran with "
             "`MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=65536` (glibc returns freed blocks above 64 KB at once), "
-            "so the peak is the step's live working set rather than the heap's retained high-water mark."
+            "so the peak is the step's live working set rather than the heap's retained high-water mark. `recompute` = "
+            "both decoders built with `recompute=True` (`model.decoder.recompute`: norm + ReLU outputs recomputed in the "
+            "backward pass instead of kept)."
         ),
     ]
     return "\n".join(lines) + "\n"

@@ -86,6 +86,9 @@ class DecoderConfig:
     dense_path: bool = param(
         True, help="sparse convs on nearly full grids run as dense conv3d (same result, faster on CPU); sparse decoder"
     )
+    recompute: bool = param(
+        False, help="recompute norm + ReLU outputs in the backward pass instead of keeping them: less memory, slower"
+    )
 
     def __post_init__(self) -> None:
         levels = len(self.channels)

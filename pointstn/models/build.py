@@ -75,6 +75,7 @@ def build_model(config: ExperimentConfig) -> Reconstructor:
             prune_threshold=model.decoder.prune_threshold,
             voxel_floor=model.decoder.voxel_floor,
             level_features=model.decoder.level_features,
+            recompute=model.decoder.recompute,
             **_kind_options(model.decoder),
         )
     return Reconstructor(

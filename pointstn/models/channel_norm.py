@@ -6,17 +6,18 @@ defined for a single active site, and is the identical operation on (N, C) site 
 (B, C, D, H, W) dense grids.
 
 `ChannelNormReLU` is ChannelNorm followed by ReLU, with the parameters of ChannelNorm (so a module
-swap keeps checkpoints loadable). It keeps only its input for the backward pass (plus the per-voxel
-mean and 1/std) and recomputes the norm there; and it offers its output to the active
-`pointstn.ops.recompute.RecomputeScope`, so the convolution after it does not keep that output
-either. Unfused, autograd kept both the norm's input and the ReLU's output, i.e. two feature
-tensors per block instead of one. Values and gradients are bit for bit those of
-`F.layer_norm` followed by `relu` (the same kernels: `native_layer_norm` and its backward, and
-ReLU's backward mask, which is `z > 0` for the pre-activation z).
+swap keeps checkpoints loadable). With `recompute = True` (off by default) it trades time for
+memory: it keeps only its input for the backward pass (plus the per-voxel mean and 1/std) and
+offers its output to the active `pointstn.ops.recompute.RecomputeScope`, so the convolution after
+it does not keep that output either; the output is recomputed in the backward pass. Autograd then
+keeps one feature tensor per conv -> norm -> ReLU block instead of two. Either way, values and
+gradients are bit for bit those of `F.layer_norm` followed by `relu` (the same kernels:
+`native_layer_norm` and its backward, and ReLU's backward mask, `z > 0` for the pre-activation z).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,16 +43,40 @@ class ChannelNorm(nn.Module):
 
 
 class ChannelNormReLU(ChannelNorm):
-    """relu(ChannelNorm(x)), keeping one feature tensor for the backward pass instead of two (module docstring)."""
+    """relu(ChannelNorm(x)); with `recompute`, autograd keeps one feature tensor instead of two (module docstring)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5, *, recompute: bool = False):
+        super().__init__(channels, eps)
+        self.recompute = recompute
 
     def forward(self, x: Tensor) -> Tensor:
+        if not (self.recompute and torch.is_grad_enabled()):
+            return super().forward(x).relu_()
         channels_last = x if x.ndim == 2 else x.movedim(1, -1)
-        y = _NormReLU.apply(channels_last, self.weight, self.bias, self.eps)
-        if x.ndim != 2:
-            y = y.movedim(-1, 1)
-        if y.requires_grad:
-            offer(y, _recompute_from(x, self.weight, self.bias, self.eps, ndim=x.ndim))
+        mask = _ClippedMask()
+        y = _NormReLU.apply(channels_last, self.weight, self.bias, self.eps, mask)
+        recompute = _recipe(channels_last, self.weight, self.bias, self.eps, mask)
+        if x.ndim == 2:
+            offer(y, recompute)
+            return y
+        y = y.movedim(-1, 1)
+        offer(y, lambda: recompute().movedim(-1, 1))
         return y
+
+
+class RecomputeOption:
+    """The decoders' switch for `ChannelNormReLU.recompute`, settable after construction.
+
+    A decoder runs its forward pass in `recompute_scope(self.recompute)` (pointstn.ops.recompute).
+    """
+
+    recompute: bool = False
+
+    def set_recompute(self, enabled: bool) -> None:
+        self.recompute = bool(enabled)
+        for module in self.modules():  # type: ignore[attr-defined]
+            if isinstance(module, ChannelNormReLU):
+                module.recompute = self.recompute
 
 
 def _norm_relu(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
@@ -59,15 +84,34 @@ def _norm_relu(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     return torch.native_layer_norm(x, (x.shape[-1],), weight, bias, eps)[0].relu_()
 
 
-def _recompute_from(x: Tensor, weight: Tensor, bias: Tensor, eps: float, *, ndim: int) -> Any:
+class _ClippedMask:
+    """Where the output is clipped by the ReLU, as found by the first recomputation of the output.
+
+    Each layer that saved the output recomputes it for its own backward step (and frees it after).
+    The first recomputation also keeps this bool mask (a quarter of the output's float32 bytes), so
+    `_NormReLU.backward`, which runs after every such layer, needs no further recomputation.
+    """
+
+    __slots__ = ("clipped",)
+
+    def __init__(self) -> None:
+        self.clipped: Tensor | None = None
+
+    def take(self) -> Tensor | None:
+        clipped, self.clipped = self.clipped, None
+        return clipped
+
+
+def _recipe(x: Tensor, weight: Tensor, bias: Tensor, eps: float, mask: _ClippedMask) -> Callable[[], Tensor]:
     version = x._version
 
     def recompute() -> Tensor:
         if x._version != version:
-            raise RuntimeError("ChannelNormReLU's input was modified in place after the forward pass; cannot recompute")
-        if ndim == 2:
-            return _norm_relu(x, weight, bias, eps)
-        return _norm_relu(x.movedim(1, -1), weight, bias, eps).movedim(-1, 1)
+            raise RuntimeError("ChannelNormReLU's input was modified in place after the forward pass")
+        y = _norm_relu(x, weight, bias, eps)
+        if mask.clipped is None:
+            mask.clipped = y <= 0  # relu(z) <= 0 exactly where z <= 0
+        return y
 
     return recompute
 
@@ -76,20 +120,21 @@ class _NormReLU(torch.autograd.Function):
     """relu(layer_norm(x)) over the last dim; saves x, weight, bias, mean and 1/std, not the output."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, eps: float, mask: _ClippedMask) -> Tensor:
         z, mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), weight, bias, eps)
         ctx.save_for_backward(x, weight, bias, mean, rstd)
-        ctx.eps = eps
+        ctx.eps, ctx.mask = eps, mask
         return z.relu_()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
         x, weight, bias, mean, rstd = ctx.saved_tensors
-        z = torch.native_layer_norm(x, (x.shape[-1],), weight, bias, ctx.eps)[0]
-        clipped = z <= 0
-        grad_z = z.copy_(grad).masked_fill_(clipped, 0)  # ReLU's backward (threshold_backward), in z's memory
-        mask = list(ctx.needs_input_grad[:3])
+        clipped = ctx.mask.take()
+        if clipped is None:  # no layer recomputed the output
+            clipped = _norm_relu(x, weight, bias, ctx.eps) <= 0
+        grad_z = grad.masked_fill(clipped, 0)  # ReLU's backward (threshold_backward)
+        needed = list(ctx.needs_input_grad[:3])
         grad_x, grad_weight, grad_bias = torch.ops.aten.native_layer_norm_backward(
-            grad_z, x, (x.shape[-1],), mean, rstd, weight, bias, mask
+            grad_z, x, (x.shape[-1],), mean, rstd, weight, bias, needed
         )
-        return grad_x, grad_weight, grad_bias, None
+        return grad_x, grad_weight, grad_bias, None, None

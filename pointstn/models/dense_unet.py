@@ -15,8 +15,8 @@ convolutions on every voxel instead of sparse ones on the active sites:
 | prune, then the level's SubM block on the kept voxels | the level's Conv3d block on every voxel |
 
 No convolution has a bias (each is followed by `ChannelNorm`, the per-voxel layer norm of the sparse
-decoder, fused with its ReLU, and `forward` recomputes ReLU outputs in the backward pass as the
-sparse decoder does). Each `LevelOutput` lists *all* B * r^3 voxels of its level in lexicographic
+decoder, with its ReLU; `recompute=True` recomputes their outputs in the backward pass as the
+sparse decoder's option does). Each `LevelOutput` lists *all* B * r^3 voxels of its level in lexicographic
 [b, i, j, k] order (`logits` is the level's (B, 1, r, r, r) logit grid flattened). The output cloud comes from the
 finest level's voxels chosen by the sparse decoder's rule (`keep_voxels`: above `prune_threshold`,
 in training also the ground-truth voxels; each sample's top ceil(voxel_floor * R**2); at most ceil(voxel_budget * R**2)
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from pointstn.models.channel_norm import ChannelNormReLU
+from pointstn.models.channel_norm import ChannelNormReLU, RecomputeOption
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
 from pointstn.models.sparse_unet import (
     GRID_HI,
@@ -49,7 +49,7 @@ from pointstn.models.sparse_unet import (
     occupancy_targets,
     prune_threshold_logit,
 )
-from pointstn.ops.recompute import offer_derived, recomputing
+from pointstn.ops.recompute import offer_derived, recompute_scope
 from pointstn.ops.voxel import OccupancyPyramid, voxelize
 
 
@@ -62,7 +62,7 @@ def _conv3(in_channels: int, out_channels: int) -> nn.Sequential:
     return _block(nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False))
 
 
-class DenseUNetDecoder(nn.Module, InferencePruning):
+class DenseUNetDecoder(nn.Module, InferencePruning, RecomputeOption):
     """Dense U-Net decoder with the constructor and interface of `SparseUNetDecoder` (module docstring)."""
 
     def __init__(
@@ -76,6 +76,7 @@ class DenseUNetDecoder(nn.Module, InferencePruning):
         voxel_budget: float = 8.0,
         voxel_floor: float = 0.0,
         level_features: bool = False,
+        recompute: bool = False,
     ):
         super().__init__()
         self.resolutions = check_decoder_arguments(
@@ -102,12 +103,12 @@ class DenseUNetDecoder(nn.Module, InferencePruning):
             init_occupancy_head(head)
         self.lift = level_projections(in_channels, c) if level_features else None
         self.point_head = PointHead(in_channels=c[0], points_per_voxel=points_per_voxel)
+        self.set_recompute(recompute)
 
     def occupancy_targets(self, points: Tensor, lengths: Tensor | None = None) -> OccupancyPyramid:
         """The ground truth `forward` takes: occupancy of (B, N, 3) normalized clouds at this decoder's resolutions."""
         return occupancy_targets(points, lengths, resolutions=self.resolutions)
 
-    @recomputing
     def forward(
         self, points: Tensor, features: Tensor, lengths: Tensor | None = None, targets: OccupancyPyramid | None = None,
         lift: LevelLift | None = None,
@@ -117,19 +118,26 @@ class DenseUNetDecoder(nn.Module, InferencePruning):
         Points outside [-0.5, 0.5]^3 are ignored. Gradients reach `features` and every parameter.
         `lift`: as for `SparseUNetDecoder.forward`, here at every voxel of the grid.
         """
+        with recompute_scope(self.recompute):
+            return self._decode(points, features, lengths, targets, lift)
+
+    def _decode(
+        self, points: Tensor, features: Tensor, lengths: Tensor | None, targets: OccupancyPyramid | None,
+        lift: LevelLift | None,
+    ) -> DecoderOutput:
         batch = check_inputs(points, features, in_channels=self.in_channels)
         check_targets(targets, resolutions=self.resolutions, batch_size=batch)
         check_lift(self.lift, lift)
         x = self.stem(self._grid_input(points, features, lengths))
-        skips = [x]
+        skips = []  # the encoder's outputs at levels 0 .. L - 2, each dropped once joined
         for down in self.down:
-            x = down(x)
             skips.append(x)
+            x = down(x)
         x = self.grow(x)
         levels: list[LevelOutput | None] = [None] * len(self.channels)
         for level in reversed(range(len(self.channels))):
             if level < len(self.channels) - 1:
-                x = self.up_norm[level](self.up[level](x) + skips[level])
+                x = self.up_norm[level](self.up[level](x) + skips.pop())
             resolution = self.resolutions[level]
             coords = grid_coords(batch_size=batch, resolution=resolution, device=x.device)
             if self.lift is not None:

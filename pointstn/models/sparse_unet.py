@@ -19,10 +19,10 @@ candidates are then pruned.
 
 A block is conv (no bias) -> `ChannelNorm` -> ReLU (`pointstn.models.channel_norm`: a layer norm over
 each voxel's channels, the identical operation on the dense grid of `DenseUNetDecoder`). Norm and
-ReLU are one module, `ChannelNormReLU`, and `forward` runs in a `RecomputeScope`
-(`pointstn.ops.recompute`): autograd keeps each block's norm input and recomputes the ReLU output
-in the backward pass instead of keeping it for the next convolution, one feature tensor per block
-instead of two, for the same values and gradients.
+ReLU are one module, `ChannelNormReLU`; with `recompute=True`, `forward` runs in a `RecomputeScope`
+(`pointstn.ops.recompute`) and autograd keeps each block's norm input but recomputes the ReLU
+output in the backward pass instead of keeping it for the next convolution: one feature tensor
+per block instead of two, for the same values and gradients, at the cost of a slower step.
 
 Pruning at every level (`keep_voxels`): inference keeps voxels with occupancy probability above
 `prune_threshold`; training keeps (predicted OR ground-truth occupied), as generative sparse
@@ -53,9 +53,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from pointstn.models.channel_norm import ChannelNormReLU
+from pointstn.models.channel_norm import ChannelNormReLU, RecomputeOption
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
-from pointstn.ops.recompute import recomputing
+from pointstn.ops.recompute import recompute_scope
 from pointstn.ops.sparse import (
     FeatureWise,
     SparseConv3d,
@@ -268,7 +268,7 @@ class InferencePruning:
         self.floors = level_floors(resolutions=self.resolutions, voxel_floor=voxel_floor)
 
 
-class SparseUNetDecoder(nn.Module, InferencePruning):
+class SparseUNetDecoder(nn.Module, InferencePruning, RecomputeOption):
     """Sparse generative U-Net decoder (module docstring); levels = len(channels), finest first.
 
     Args:
@@ -283,6 +283,8 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
             in_channels wide) through a linear map, before its occupancy head.
         dense_path: grid-preserving convolutions on nearly full grids (the coarsest level with a
             lattice) run as dense conv3d: same result, faster on CPU (`pointstn.ops.sparse.dense_path`).
+        recompute: norm + ReLU outputs are recomputed in the backward pass instead of kept: less
+            memory, a slower step, the same values and gradients (`pointstn.models.channel_norm`).
     """
 
     def __init__(
@@ -297,6 +299,7 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         voxel_floor: float = 0.0,
         level_features: bool = False,
         dense_path: bool = True,
+        recompute: bool = False,
     ):
         super().__init__()
         self.resolutions = check_decoder_arguments(
@@ -321,12 +324,12 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         self.lift = level_projections(in_channels, c) if level_features else None
         self.point_head = PointHead(in_channels=c[0], points_per_voxel=points_per_voxel)
         set_dense_path(self, dense_path)
+        self.set_recompute(recompute)
 
     def occupancy_targets(self, points: Tensor, lengths: Tensor | None = None) -> OccupancyPyramid:
         """The ground truth `forward` takes: occupancy of (B, N, 3) normalized clouds at this decoder's resolutions."""
         return occupancy_targets(points, lengths, resolutions=self.resolutions)
 
-    @recomputing
     def forward(
         self, points: Tensor, features: Tensor, lengths: Tensor | None = None, targets: OccupancyPyramid | None = None,
         lift: LevelLift | None = None,
@@ -340,6 +343,13 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         `lift(coords (V, 4), resolution) -> (V, C_in)`: the image features at voxels (required with
         `level_features`; the reconstructor passes its 3D sampler through the predicted transform).
         """
+        with recompute_scope(self.recompute):
+            return self._decode(points, features, lengths, targets, lift)
+
+    def _decode(
+        self, points: Tensor, features: Tensor, lengths: Tensor | None, targets: OccupancyPyramid | None,
+        lift: LevelLift | None,
+    ) -> DecoderOutput:
         batch = check_inputs(points, features, in_channels=self.in_channels)
         check_targets(targets, resolutions=self.resolutions, batch_size=batch)
         check_lift(self.lift, lift)

@@ -19,19 +19,17 @@ double backward (`create_graph=True`); no training loss here differentiates twic
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ParamSpec, Self, TypeVar
+from typing import Self
 
 import torch
 from torch import Tensor
 
 _local = threading.local()
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -124,12 +122,6 @@ def offer_derived(output: Tensor, source: Tensor, fn: Callable[[Tensor], Tensor]
         scopes[-1]._offer(output, lambda: fn(recompute_source()))
 
 
-def recomputing(fn: Callable[P, R]) -> Callable[P, R]:
-    """Decorator: run `fn` in its own `RecomputeScope`."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with RecomputeScope():
-            return fn(*args, **kwargs)
-
-    return wrapper
+def recompute_scope(enabled: bool) -> RecomputeScope | contextlib.nullcontext:
+    """A new `RecomputeScope` when `enabled`, else a context that does nothing."""
+    return RecomputeScope() if enabled else contextlib.nullcontext()

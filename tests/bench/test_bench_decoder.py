@@ -28,20 +28,22 @@ ENV = {
 
 def test_plan_marks_dense_infeasible_only_where_the_memory_bound_is_exceeded():
     full = decoder.cases(quick=False)
-    assert [(c["params"]["resolution"], c["params"]["allocator"]) for c in full] == [
-        (32, "glibc default"), (32, "mmap threshold 64 KB"), (64, "glibc default"), (64, "mmap threshold 64 KB"),
-        (128, "glibc default")]
+    assert [(c["params"]["resolution"], c["params"]["allocator"], c["params"]["recompute"]) for c in full] == [
+        (32, "glibc default", False), (32, "mmap threshold 64 KB", False), (32, "mmap threshold 64 KB", True),
+        (64, "glibc default", False), (64, "mmap threshold 64 KB", False), (64, "mmap threshold 64 KB", True),
+        (128, "glibc default", False)]
     assert [c["params"]["worker_env"] for c in full[:2]] == [
         {}, {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}]
-    plan = {case["params"]["resolution"]: case for case in full if case["params"]["allocator"] == "glibc default"}
+    plan = {c["params"]["resolution"]: c for c in full if c["params"]["allocator"] == "glibc default"}
     assert sorted(plan) == [32, 64, 128]
     assert [plan[r]["params"]["dense_batch"] for r in (32, 64, 128)] == [4, 4, 1]
     estimates = [plan[r]["params"]["dense_estimate_gb"] for r in (32, 64, 128)]
     assert estimates[1] == pytest.approx(8 * estimates[0]) and estimates[2] > decoder.MEMORY_BOUND_GB
     assert all({c["name"] for c in case["contenders"]} == {"sparse", "dense"} for case in plan.values())
     quick = decoder.cases(quick=True)
-    assert [case["params"]["dense_batch"] for case in quick] == [2, 2, 1]  # the last one exercises extrapolation
-    assert [case["case"] for case in quick] == ["R=8", "R=8, mmap threshold 64 KB", "R=16"]
+    assert [case["params"]["dense_batch"] for case in quick] == [2, 2, 2, 1]  # the last one exercises extrapolation
+    assert [case["case"] for case in quick] == [
+        "R=8", "R=8, mmap threshold 64 KB", "R=8, mmap threshold 64 KB, recompute", "R=16"]
 
 
 def test_inputs_are_thin_shells_inside_the_unit_cube():
@@ -87,7 +89,8 @@ def test_measure_reports_times_and_active_sets(quick_results):
 def test_markdown_labels_extrapolated_and_infeasible_rows(quick_results):
     text = decoder.markdown({"title": decoder.TITLE, "environment": ENV, "cases": quick_results})
     rows = [line for line in text.splitlines() if line.startswith(("| 8 |", "| 16 |"))]
-    assert len(rows) == 7  # two contenders per case + the infeasible note of the extrapolated case
+    assert len(rows) == 9  # two contenders per case + the infeasible note of the extrapolated case
+    assert sum("recompute" in row for row in rows) == 2
     assert "extrapolated x2 from batch 1" in text and "*infeasible*" in text
     assert sum(row.startswith("| 8 | mmap threshold 64 KB | ") for row in rows) == 2
     sparse16 = next(row for row in rows if row.startswith("| 16 | glibc default | sparse"))
@@ -104,10 +107,12 @@ def test_runner_runs_the_suite_quick(tmp_path):
         ["decoder"], out_md=tmp_path / "B.md", out_json=tmp_path / "b.json", quick=True, threads=1, command="t"
     )
     cases = report["suites"]["decoder"]["cases"]
-    assert [c["params"]["resolution"] for c in cases] == [8, 8, 16]
-    # the allocator setting reaches the worker processes of its case only
+    assert [c["params"]["resolution"] for c in cases] == [8, 8, 8, 16]
+    # the allocator setting and the recompute option reach the worker processes of their cases only
     assert all(r["check"]["malloc_env"] == {"MALLOC_MMAP_THRESHOLD_": None, "MALLOC_TRIM_THRESHOLD_": None}
-               for c in (cases[0], cases[2]) for r in c["results"].values())
+               for c in (cases[0], cases[3]) for r in c["results"].values())
     assert all(r["check"]["malloc_env"] == {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
-               for r in cases[1]["results"].values())
+               for c in cases[1:3] for r in c["results"].values())
+    assert [[r["check"]["recompute"] for r in c["results"].values()] for c in cases] == [
+        [False, False], [False, False], [True, True], [False, False]]
     assert "<!-- bench:decoder:begin -->" in (tmp_path / "B.md").read_text()
