@@ -68,6 +68,7 @@ from pointstn.ops.sparse import (
 )
 from pointstn.ops.voxel import (
     OccupancyPyramid,
+    index_add_rows,
     is_occupied,
     linearize_coords,
     occupancy_pyramid,
@@ -415,16 +416,15 @@ def add_skip(tensor: SparseConvTensor, skip: SparseConvTensor, *, resolution: in
     """`tensor` with `skip`'s features added at the voxels both have (its other voxels unchanged).
 
     A join by voxel keys (sort + searchsorted), since pruning breaks any index correspondence; one
-    accumulating `index_put` of the matched rows, so no (N, C) temporaries beyond the result (unlike
-    `index_add`, it does not keep the gathered rows for the backward pass).
+    `index_add_rows` of the matched rows, so no (N, C) temporaries beyond the result (and, unlike
+    torch's `index_add`, it does not keep the gathered rows for the backward pass).
     """
     keys = linearize_coords(skip.indices, resolution=resolution)
     sorted_keys, order = torch.sort(keys)
     wanted = linearize_coords(tensor.indices, resolution=resolution)
     slot = torch.searchsorted(sorted_keys, wanted).clamp_(max=sorted_keys.numel() - 1)
     hit = (sorted_keys[slot] == wanted).nonzero().squeeze(1)
-    added = tensor.features.index_put((hit,), skip.features[order[slot[hit]]], accumulate=True)
-    return replace_features(tensor, added)
+    return replace_features(tensor, index_add_rows(tensor.features, hit, skip.features[order[slot[hit]]]))
 
 
 def check_inputs(points: Tensor, features: Tensor, *, in_channels: int) -> int:

@@ -77,7 +77,7 @@ def voxelize(
 
     Returns:
         Voxels (see its docstring). Vectorized: one `torch.unique` over int64 keys and one
-        accumulating `index_put` for the features.
+        `index_add_rows` for the features.
     """
     _check_grid(resolution, lo, hi)
     lengths = checked_lengths(points, lengths)
@@ -94,9 +94,7 @@ def voxelize(
     point_to_voxel[keep] = inverse
     pooled = None
     if features is not None:
-        # not index_add: autograd then keeps the index only, not a copy of the features
-        summed = features.new_zeros(unique_keys.shape[0], features.shape[-1])
-        summed = summed.index_put((inverse,), features[keep], accumulate=True)
+        summed = index_add_rows(features.new_zeros(unique_keys.shape[0], features.shape[-1]), inverse, features[keep])
         pooled = summed / counts[:, None].to(features.dtype)
     return Voxels(
         coords=delinearize_keys(unique_keys, resolution=resolution),
@@ -109,6 +107,30 @@ def voxelize(
         lo=float(lo),
         hi=float(hi),
     )
+
+
+def index_add_rows(base: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """`base.index_add(0, index, rows)`, whose backward pass keeps only `index`.
+
+    torch's `index_add` also keeps `rows` (a copy, when they were gathered) for its backward pass,
+    and an accumulating `index_put` keeps only the index but sums in a thread-dependent order on CPU
+    (results then vary from run to run with more than one thread). Same values and gradients as
+    `index_add`: the gradient of `base` is the incoming one, that of `rows` its rows at `index`.
+    """
+    return _IndexAddRows.apply(base, index, rows)
+
+
+class _IndexAddRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, base: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        return base.index_add(0, index, rows)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, torch.Tensor | None]:
+        (index,) = ctx.saved_tensors
+        grad_rows = grad.index_select(0, index) if ctx.needs_input_grad[2] else None
+        return grad if ctx.needs_input_grad[0] else None, None, grad_rows
 
 
 def linearize_coords(coords: torch.Tensor, *, resolution: int) -> torch.Tensor:

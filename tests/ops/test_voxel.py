@@ -12,6 +12,7 @@ from pointstn.ops.voxel import (
     delinearize_keys,
     dense_to_occupancy,
     downsample_coords,
+    index_add_rows,
     is_occupied,
     linearize_coords,
     occupancy,
@@ -147,11 +148,14 @@ def test_voxel_centers_and_points_from_offsets():
     assert torch.equal(back.coords[back.point_to_voxel[0], 1:], coords[:, 1:].repeat_interleave(4, 0))
 
 
-def test_packed_to_padded_matches_loop_and_gradient():
+@pytest.mark.parametrize("grouped", [False, True])
+def test_packed_to_padded_matches_loop_and_gradient(grouped):
     g = torch.Generator().manual_seed(6)
     values = torch.randn(40, 3, generator=g, dtype=torch.float64, requires_grad=True)
     batch = torch.randint(0, 4, (40,), generator=g)
     batch[batch == 2] = 3  # element 2 is empty
+    if grouped:  # rows already grouped by element (the point head's case): no sort needed
+        batch = batch.sort().values
     padded, lengths = packed_to_padded(values, batch, 5, pad_value=-7.0)
     rows = [values[batch == b] for b in range(5)]
     assert lengths.tolist() == [len(r) for r in rows] and padded.shape == (5, max(lengths.tolist()), 3)
@@ -242,3 +246,27 @@ def test_occupancy_to_dense_matches_loop():
     assert torch.equal(dense, ref)
     with pytest.raises(ValueError, match="out of range"):
         occupancy_to_dense(coords, batch_size=1, resolution=5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_index_add_rows_is_index_add_keeping_only_the_index(threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(9)
+        base = torch.randn(300, 16, generator=g, requires_grad=True)
+        source = torch.randn(20000, 16, generator=g, requires_grad=True)
+        index = torch.randint(0, 300, (20000,), generator=g)
+        grad = torch.randn(300, 16, generator=g)
+        expected = base.index_add(0, index, source * 1.0)
+        want = torch.autograd.grad(expected, (base, source), grad)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+            got = index_add_rows(base, index, source * 1.0)
+        assert saved == [index.shape]  # the (20000, 16) rows are not kept
+        assert torch.equal(got, expected)
+        assert all(torch.equal(got, index_add_rows(base, index, source)) for _ in range(5))  # deterministic
+        for a, b in zip(torch.autograd.grad(got, (base, source), grad), want):
+            assert torch.equal(a, b)
+    finally:
+        torch.set_num_threads(previous)
