@@ -16,9 +16,9 @@ convolutions on every voxel instead of sparse ones on the active sites:
 
 No convolution has a bias (each is followed by `ChannelNorm`, the per-voxel layer norm of the sparse
 decoder, with its ReLU; `recompute=True` recomputes their outputs in the backward pass as the
-sparse decoder's option does). Each `LevelOutput` lists *all* B * r^3 voxels of its level in lexicographic
-[b, i, j, k] order (`logits` is the level's (B, 1, r, r, r) logit grid flattened). The output cloud comes from the
-finest level's voxels chosen by the sparse decoder's rule (`keep_voxels`: above `prune_threshold`,
+sparse decoder's option does). Each `LevelOutput` lists *all* B * r^3 voxels of its level in
+lexicographic [b, i, j, k] order (`logits` is the level's (B, 1, r, r, r) logit grid flattened). The
+output cloud comes from the finest level's voxels chosen by the sparse decoder's rule (`keep_voxels`: above `prune_threshold`,
 in training also the ground-truth voxels; each sample's top ceil(voxel_floor * R**2); at most ceil(voxel_budget * R**2)
 per sample) through the same point head.
 """
@@ -96,6 +96,7 @@ class DenseUNetDecoder(nn.Module, InferencePruning, RecomputeOption):
         )  # fmt: skip
         self.grow = _conv3(c[-1], c[-1])
         self.up = nn.ModuleList(nn.ConvTranspose3d(c[l + 1], c[l], 2, stride=2, bias=False) for l in range(levels - 1))
+        # one-module Sequentials: the checkpoints' keys (up_norm.L.0.*) from when the ReLU was a second module
         self.up_norm = nn.ModuleList(nn.Sequential(ChannelNormReLU(c[l])) for l in range(levels - 1))
         self.refine = nn.ModuleList(_conv3(c[l], c[l]) for l in range(levels))
         self.heads = nn.ModuleList(nn.Conv3d(c[l], 1, 1) for l in range(levels))

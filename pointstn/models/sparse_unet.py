@@ -317,6 +317,7 @@ class SparseUNetDecoder(nn.Module, InferencePruning, RecomputeOption):
         self.down = nn.ModuleList(_down_block(c[l - 1], c[l], f"enc{l}") for l in range(1, levels))
         self.grow = nn.Sequential(SparseConv3d(c[-1], c[-1], 3, 1, 1, bias=False), _norm_relu(c[-1]))
         self.up = nn.ModuleList(SparseConvTranspose3d(c[l + 1], c[l], 2, 2, bias=False) for l in range(levels - 1))
+        # one-module Sequentials: the checkpoints' keys (up_norm.L.0.*) from when the ReLU was a second module
         self.up_norm = nn.ModuleList(nn.Sequential(_norm_relu(c[l])) for l in range(levels - 1))
         self.refine = nn.ModuleList(_subm_block(c[l], c[l], f"dec{l}") for l in range(levels))
         self.heads = nn.ModuleList(nn.Linear(c[l], 1) for l in range(levels))
