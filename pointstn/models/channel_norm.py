@@ -67,7 +67,8 @@ class ChannelNormReLU(ChannelNorm):
 class RecomputeOption:
     """The decoders' switch for `ChannelNormReLU.recompute`, settable after construction.
 
-    A decoder runs its forward pass in `recompute_scope(self.recompute)` (pointstn.ops.recompute).
+    A decoder's `forward` is decorated with `pointstn.ops.recompute.recomputing`, which opens the
+    `RecomputeScope` when `recompute` is set.
     """
 
     recompute: bool = False

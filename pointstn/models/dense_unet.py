@@ -49,7 +49,7 @@ from pointstn.models.sparse_unet import (
     occupancy_targets,
     prune_threshold_logit,
 )
-from pointstn.ops.recompute import offer_derived, recompute_scope
+from pointstn.ops.recompute import offer_derived, recomputing
 from pointstn.ops.voxel import OccupancyPyramid, voxelize
 
 
@@ -110,6 +110,7 @@ class DenseUNetDecoder(nn.Module, InferencePruning, RecomputeOption):
         """The ground truth `forward` takes: occupancy of (B, N, 3) normalized clouds at this decoder's resolutions."""
         return occupancy_targets(points, lengths, resolutions=self.resolutions)
 
+    @recomputing
     def forward(
         self, points: Tensor, features: Tensor, lengths: Tensor | None = None, targets: OccupancyPyramid | None = None,
         lift: LevelLift | None = None,
@@ -119,13 +120,6 @@ class DenseUNetDecoder(nn.Module, InferencePruning, RecomputeOption):
         Points outside [-0.5, 0.5]^3 are ignored. Gradients reach `features` and every parameter.
         `lift`: as for `SparseUNetDecoder.forward`, here at every voxel of the grid.
         """
-        with recompute_scope(self.recompute):
-            return self._decode(points, features, lengths, targets, lift)
-
-    def _decode(
-        self, points: Tensor, features: Tensor, lengths: Tensor | None, targets: OccupancyPyramid | None,
-        lift: LevelLift | None,
-    ) -> DecoderOutput:
         batch = check_inputs(points, features, in_channels=self.in_channels)
         check_targets(targets, resolutions=self.resolutions, batch_size=batch)
         check_lift(self.lift, lift)

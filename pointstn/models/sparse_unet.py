@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from pointstn.models.channel_norm import ChannelNormReLU, RecomputeOption
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
-from pointstn.ops.recompute import recompute_scope
+from pointstn.ops.recompute import recomputing
 from pointstn.ops.sparse import (
     FeatureWise,
     SparseConv3d,
@@ -332,6 +332,7 @@ class SparseUNetDecoder(nn.Module, InferencePruning, RecomputeOption):
         """The ground truth `forward` takes: occupancy of (B, N, 3) normalized clouds at this decoder's resolutions."""
         return occupancy_targets(points, lengths, resolutions=self.resolutions)
 
+    @recomputing
     def forward(
         self, points: Tensor, features: Tensor, lengths: Tensor | None = None, targets: OccupancyPyramid | None = None,
         lift: LevelLift | None = None,
@@ -345,13 +346,6 @@ class SparseUNetDecoder(nn.Module, InferencePruning, RecomputeOption):
         `lift(coords (V, 4), resolution) -> (V, C_in)`: the image features at voxels (required with
         `level_features`; the reconstructor passes its 3D sampler through the predicted transform).
         """
-        with recompute_scope(self.recompute):
-            return self._decode(points, features, lengths, targets, lift)
-
-    def _decode(
-        self, points: Tensor, features: Tensor, lengths: Tensor | None, targets: OccupancyPyramid | None,
-        lift: LevelLift | None,
-    ) -> DecoderOutput:
         batch = check_inputs(points, features, in_channels=self.in_channels)
         check_targets(targets, resolutions=self.resolutions, batch_size=batch)
         check_lift(self.lift, lift)

@@ -19,17 +19,18 @@ double backward (`create_graph=True`); no training loss here differentiates twic
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Self
+from typing import Any, Self, TypeVar
 
 import torch
 from torch import Tensor
 
 _local = threading.local()
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,14 @@ def offer_derived(output: Tensor, source: Tensor, fn: Callable[[Tensor], Tensor]
         scopes[-1]._offer(output, lambda: fn(recompute_source()))
 
 
-def recompute_scope(enabled: bool) -> RecomputeScope | contextlib.nullcontext:
-    """A new `RecomputeScope` when `enabled`, else a context that does nothing."""
-    return RecomputeScope() if enabled else contextlib.nullcontext()
+def recomputing(forward: Callable[..., R]) -> Callable[..., R]:
+    """Decorator for a module's `forward`: run it in a new `RecomputeScope` when the module's `recompute` is true."""
+
+    @functools.wraps(forward)
+    def wrapper(module: Any, *args: Any, **kwargs: Any) -> R:
+        if not module.recompute:
+            return forward(module, *args, **kwargs)
+        with RecomputeScope():
+            return forward(module, *args, **kwargs)
+
+    return wrapper
