@@ -6,13 +6,14 @@ defined for a single active site, and is the identical operation on (N, C) site 
 (B, C, D, H, W) dense grids.
 
 `ChannelNormReLU` is ChannelNorm followed by ReLU, with the parameters of ChannelNorm (so a module
-swap keeps checkpoints loadable). With `recompute = True` (off by default) it trades time for
-memory: it keeps only its input for the backward pass (plus the per-voxel mean and 1/std) and
-offers its output to the active `pointstn.ops.recompute.RecomputeScope`, so the convolution after
-it does not keep that output either; the output is recomputed in the backward pass. Autograd then
-keeps one feature tensor per conv -> norm -> ReLU block instead of two. Either way, values and
-gradients are bit for bit those of `F.layer_norm` followed by `relu` (the same kernels:
-`native_layer_norm` and its backward, and ReLU's backward mask, `z > 0` for the pre-activation z).
+swap keeps checkpoints loadable). Inside a `pointstn.ops.recompute.RecomputeScope` (a decoder built
+with `recompute=True` opens one around its forward pass) it trades time for memory: it keeps only
+its input for the backward pass (plus the per-voxel mean and 1/std) and offers its output to the
+scope, so the convolution after it does not keep that output either; the output is recomputed in
+the backward pass. Autograd then keeps one feature tensor per conv -> norm -> ReLU block instead of
+two. Either way, values and gradients are bit for bit those of `F.layer_norm` followed by `relu`
+(the same kernels: `native_layer_norm` and its backward, and ReLU's backward mask, `z > 0` for the
+pre-activation z).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointstn.ops.recompute import offer
+from pointstn.ops.recompute import offer, recomputing_now
 
 
 class ChannelNorm(nn.Module):
@@ -43,14 +44,10 @@ class ChannelNorm(nn.Module):
 
 
 class ChannelNormReLU(ChannelNorm):
-    """relu(ChannelNorm(x)); with `recompute`, autograd keeps one feature tensor instead of two (module docstring)."""
-
-    def __init__(self, channels: int, eps: float = 1e-5, *, recompute: bool = False):
-        super().__init__(channels, eps)
-        self.recompute = recompute
+    """relu(ChannelNorm(x)); in a RecomputeScope, autograd keeps one feature tensor instead of two (module docstring)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (self.recompute and torch.is_grad_enabled()):
+        if not recomputing_now():
             return super().forward(x).relu_()
         channels_last = x if x.ndim == 2 else x.movedim(1, -1)
         mask = _ClippedMask()
@@ -62,22 +59,6 @@ class ChannelNormReLU(ChannelNorm):
         y = y.movedim(-1, 1)
         offer(y, lambda: recompute().movedim(-1, 1))
         return y
-
-
-class RecomputeOption:
-    """The decoders' switch for `ChannelNormReLU.recompute`, settable after construction.
-
-    A decoder's `forward` is decorated with `pointstn.ops.recompute.recomputing`, which opens the
-    `RecomputeScope` when `recompute` is set.
-    """
-
-    recompute: bool = False
-
-    def set_recompute(self, enabled: bool) -> None:
-        self.recompute = bool(enabled)
-        for module in self.modules():  # type: ignore[attr-defined]
-            if isinstance(module, ChannelNormReLU):
-                module.recompute = self.recompute
 
 
 def _norm_relu(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from pointstn.models.channel_norm import ChannelNormReLU, RecomputeOption
+from pointstn.models.channel_norm import ChannelNormReLU
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
 from pointstn.models.sparse_unet import (
     GRID_HI,
@@ -62,7 +62,7 @@ def _conv3(in_channels: int, out_channels: int) -> nn.Sequential:
     return _block(nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False))
 
 
-class DenseUNetDecoder(nn.Module, InferencePruning, RecomputeOption):
+class DenseUNetDecoder(nn.Module, InferencePruning):
     """Dense U-Net decoder with the constructor and interface of `SparseUNetDecoder` (module docstring)."""
 
     def __init__(
@@ -104,7 +104,7 @@ class DenseUNetDecoder(nn.Module, InferencePruning, RecomputeOption):
             init_occupancy_head(head)
         self.lift = level_projections(in_channels, c) if level_features else None
         self.point_head = PointHead(in_channels=c[0], points_per_voxel=points_per_voxel)
-        self.set_recompute(recompute)
+        self.recompute = bool(recompute)  # forward runs in a RecomputeScope (`recomputing`)
 
     def occupancy_targets(self, points: Tensor, lengths: Tensor | None = None) -> OccupancyPyramid:
         """The ground truth `forward` takes: occupancy of (B, N, 3) normalized clouds at this decoder's resolutions."""

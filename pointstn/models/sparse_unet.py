@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from pointstn.models.channel_norm import ChannelNormReLU, RecomputeOption
+from pointstn.models.channel_norm import ChannelNormReLU
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
 from pointstn.ops.recompute import recomputing
 from pointstn.ops.sparse import (
@@ -269,7 +269,7 @@ class InferencePruning:
         self.floors = level_floors(resolutions=self.resolutions, voxel_floor=voxel_floor)
 
 
-class SparseUNetDecoder(nn.Module, InferencePruning, RecomputeOption):
+class SparseUNetDecoder(nn.Module, InferencePruning):
     """Sparse generative U-Net decoder (module docstring); levels = len(channels), finest first.
 
     Args:
@@ -326,7 +326,7 @@ class SparseUNetDecoder(nn.Module, InferencePruning, RecomputeOption):
         self.lift = level_projections(in_channels, c) if level_features else None
         self.point_head = PointHead(in_channels=c[0], points_per_voxel=points_per_voxel)
         set_dense_path(self, dense_path)
-        self.set_recompute(recompute)
+        self.recompute = bool(recompute)  # forward runs in a RecomputeScope (`recomputing`)
 
     def occupancy_targets(self, points: Tensor, lengths: Tensor | None = None) -> OccupancyPyramid:
         """The ground truth `forward` takes: occupancy of (B, N, 3) normalized clouds at this decoder's resolutions."""

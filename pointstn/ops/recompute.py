@@ -105,19 +105,23 @@ def _scopes() -> list[RecomputeScope]:
     return _local.scopes
 
 
+def recomputing_now() -> bool:
+    """Whether offers are taken here: a `RecomputeScope` is active on this thread and grad is enabled."""
+    return bool(_scopes()) and torch.is_grad_enabled()
+
+
 def offer(tensor: Tensor, recompute: Callable[[], Tensor]) -> None:
     """Let the innermost active `RecomputeScope` recompute `tensor` with `recompute()` wherever autograd saves it."""
-    scopes = _scopes()
-    if scopes and torch.is_grad_enabled():
-        scopes[-1]._offer(tensor, recompute)
+    if recomputing_now():
+        _scopes()[-1]._offer(tensor, recompute)
 
 
 def offer_derived(output: Tensor, source: Tensor, fn: Callable[[Tensor], Tensor]) -> None:
     """`output = fn(source)` (e.g. rows of `source`): when `source` is on offer, offer `output` too,
     recomputed as `fn` of `source`'s recomputation. `fn` must not depend on anything modified later."""
-    scopes = _scopes()
-    if not (scopes and torch.is_grad_enabled()):
+    if not recomputing_now():
         return
+    scopes = _scopes()
     recompute_source = scopes[-1]._recipe(source)
     if recompute_source is not None:
         scopes[-1]._offer(output, lambda: fn(recompute_source()))

@@ -1,9 +1,10 @@
 """ChannelNorm and the fused ChannelNormReLU (pointstn.models.channel_norm).
 
-ChannelNormReLU with `recompute` must be relu(ChannelNorm(x)) bit for bit, values and gradients, on
-(N, C) sites and (B, C, D, H, W) grids; match a float64 reference written from the formula; keep the
-parameters (and so the checkpoint keys) of ChannelNorm; and, inside a RecomputeScope, let the next
-layer keep a recomputed copy instead of its output (without `recompute`: the output itself)."""
+ChannelNormReLU must be relu(ChannelNorm(x)) bit for bit, values and gradients, on (N, C) sites and
+(B, C, D, H, W) grids, inside a RecomputeScope (its fused, recomputing path) and outside; match a
+float64 reference written from the formula; keep the parameters (and so the checkpoint keys) of
+ChannelNorm; and, inside a RecomputeScope only, let the next layer keep a recomputed copy instead of
+its output."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ SHAPES = [(300, 16), (2, 8, 3, 4, 5)]
 
 def make_pair(channels: int, seed: int, dtype=torch.float64) -> tuple[ChannelNorm, ChannelNormReLU]:
     gen = torch.Generator().manual_seed(seed)
-    plain, fused = ChannelNorm(channels).to(dtype), ChannelNormReLU(channels, recompute=True).to(dtype)
+    plain, fused = ChannelNorm(channels).to(dtype), ChannelNormReLU(channels).to(dtype)
     with torch.no_grad():
         plain.weight.copy_(torch.randn(channels, generator=gen, dtype=dtype))
         plain.bias.copy_(torch.randn(channels, generator=gen, dtype=dtype))
@@ -76,10 +77,8 @@ def test_same_parameters_as_channel_norm():
 
 
 @pytest.mark.parametrize("scoped", [False, True])
-@pytest.mark.parametrize("recompute", [False, True])
-def test_next_layer_keeps_a_recomputed_copy_only_with_recompute_inside_a_scope(scoped, recompute):
+def test_next_layer_keeps_a_recomputed_copy_only_inside_a_scope(scoped):
     _, fused = make_pair(16, seed=1, dtype=torch.float32)
-    fused.recompute = recompute
     linear = torch.nn.Linear(16, 4)
     x = torch.randn(50, 16, requires_grad=True)
     with RecomputeScope() if scoped else torch.enable_grad():
@@ -88,4 +87,4 @@ def test_next_layer_keeps_a_recomputed_copy_only_with_recompute_inside_a_scope(s
     saved = out.grad_fn._saved_mat1  # what autograd kept for the weight gradient (recomputed when replaced)
     assert torch.equal(saved, y)
     shares = saved.untyped_storage().data_ptr() == y.untyped_storage().data_ptr()
-    assert shares != (scoped and recompute)
+    assert shares != scoped

@@ -122,7 +122,7 @@ def test_decoders_give_identical_values_and_gradients_with_and_without_recomputa
     points, features, targets = decoder_inputs(seed=1)
     out_a, feat_a, grads_a = train_step_gradients(model, points, features, targets)
     assert not recipes
-    model.set_recompute(True)
+    model.recompute = True
     out_b, feat_b, grads_b = train_step_gradients(model, points, features, targets)
     assert sum(recipes) >= 2 * len(model.channels)  # at least each level's two blocks recompute
     assert torch.equal(out_a.points, out_b.points) and torch.equal(out_a.lengths, out_b.lengths)
