@@ -133,23 +133,33 @@ class _IndexAddRows(torch.autograd.Function):
         return grad if ctx.needs_input_grad[0] else None, None, grad_rows
 
 
-def linearize_coords(coords: torch.Tensor, *, resolution: int) -> torch.Tensor:
-    """(N, 4) integer [b, i, j, k] with 0 <= i, j, k < R -> (N,) int64 keys ((b R + i) R + j) R + k."""
+def linearize_coords(coords: torch.Tensor, *, resolution: int | Sequence[int]) -> torch.Tensor:
+    """(N, 4) integer [b, i, j, k] -> (N,) int64 keys ((b D + i) H + j) W + k: each site's row in the
+    flattened (B, D, H, W) grid. `resolution`: R for an R^3 grid, or (D, H, W)."""
     if coords.ndim != 2 or coords.shape[1] != 4:
         raise ValueError(f"coords must be (N, 4) [b, i, j, k]; got {tuple(coords.shape)}")
+    d, h, w = _grid_shape(resolution)
     c = coords.to(torch.int64)
-    return ((c[:, 0] * resolution + c[:, 1]) * resolution + c[:, 2]) * resolution + c[:, 3]
+    return ((c[:, 0] * d + c[:, 1]) * h + c[:, 2]) * w + c[:, 3]
 
 
-def delinearize_keys(keys: torch.Tensor, *, resolution: int) -> torch.Tensor:
-    """(N,) int64 keys -> (N, 4) int32 [b, i, j, k]; the inverse of `linearize_coords`."""
-    k = keys % resolution
-    rest = keys // resolution
-    j = rest % resolution
-    rest = rest // resolution
-    i = rest % resolution
-    b = rest // resolution
+def delinearize_keys(keys: torch.Tensor, *, resolution: int | Sequence[int]) -> torch.Tensor:
+    """(N,) int64 keys -> (N, 4) int32 [b, i, j, k]; the inverse of `linearize_coords` (same `resolution`)."""
+    d, h, w = _grid_shape(resolution)
+    k = keys % w
+    rest = keys // w
+    j = rest % h
+    rest = rest // h
+    i = rest % d
+    b = rest // d
     return torch.stack((b, i, j, k), dim=1).to(torch.int32)
+
+
+def _grid_shape(resolution: int | Sequence[int]) -> tuple[int, int, int]:
+    if not isinstance(resolution, Sequence):
+        return int(resolution), int(resolution), int(resolution)
+    d, h, w = (int(v) for v in resolution)
+    return d, h, w
 
 
 def voxel_centers(

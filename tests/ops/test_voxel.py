@@ -177,6 +177,13 @@ def test_keys_round_trip_and_order():
     assert torch.equal(delinearize_keys(keys, resolution=9), coords.int())
     lexi = sorted(map(tuple, coords.tolist()))
     assert delinearize_keys(keys.sort().values, resolution=9).tolist() == [list(c) for c in lexi]
+    # a (D, H, W) grid: the row of each site in the flattened (B, D, H, W) grid, and back
+    shape = (3, 7, 4)
+    coords = torch.stack([torch.randint(0, n, (300,), generator=g) for n in (5, *shape)], 1)
+    keys = linearize_coords(coords, resolution=shape)
+    flat = torch.arange(5 * 3 * 7 * 4).view(5, *shape)
+    assert torch.equal(keys, flat[tuple(coords.T)])
+    assert torch.equal(delinearize_keys(keys, resolution=shape), coords.int())
 
 
 def test_occupancy_pyramid_matches_direct_occupancy_and_max_pool():

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from pointstn.ops.sparse.backend import ConvGeometry, spconv_api
-from pointstn.ops.sparse.tensor import grid_rows
+from pointstn.ops.voxel import delinearize_keys, linearize_coords
 
 if TYPE_CHECKING:
     from spconv.pytorch import SparseConvTensor
@@ -66,7 +66,7 @@ def dense_convolution(input: SparseConvTensor, weight: torch.Tensor, geometry: C
     batch = int(input.batch_size)
     d, h, w = (int(v) for v in input.spatial_shape)
     features = input.features
-    rows = grid_rows(input.indices, (d, h, w))
+    rows = linearize_coords(input.indices, resolution=(d, h, w))
     grid = features.new_zeros(batch * d * h * w, features.shape[1]).index_copy(0, rows, features)
     # (B, D, H, W, C) viewed as (B, C, D, H, W): channels-last, oneDNN's fastest layout for this conv
     dense_in = grid.view(batch, d, h, w, -1).permute(0, 4, 1, 2, 3)
@@ -79,15 +79,6 @@ def dense_convolution(input: SparseConvTensor, weight: torch.Tensor, geometry: C
     reached[rows] = 1.0
     reached = F.max_pool3d(reached.view(batch, 1, d, h, w), geometry.kernel_size, stride=1, padding=padding)
     sites = reached.view(-1).nonzero().squeeze(1)
-    coords = _grid_coords(sites, (d, h, w))
+    coords = delinearize_keys(sites, resolution=(d, h, w))
     return spconv_api().tensor_type(out_rows.index_select(0, sites), coords, [d, h, w], batch)
 
-
-def _grid_coords(rows: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    """Inverse of `tensor.grid_rows`: (N, 4) int32 contiguous [batch, i, j, k]."""
-    d, h, w = shape
-    k = rows % w
-    j = (rows // w) % h
-    i = (rows // (w * h)) % d
-    b = rows // (w * h * d)
-    return torch.stack((b, i, j, k), dim=1).int().contiguous()

@@ -19,6 +19,7 @@ from torch import nn
 
 from pointstn.ops.recompute import offer_derived
 from pointstn.ops.sparse.backend import spconv_api
+from pointstn.ops.voxel import linearize_coords
 
 if TYPE_CHECKING:
     from spconv.pytorch import SparseConvTensor
@@ -189,15 +190,8 @@ def _check_range(coords: torch.Tensor, shape: tuple[int, int, int], batch_size: 
         )
 
 
-def grid_rows(coords: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """(N,) int64 row of each `[batch, i, j, k]` site in the flattened (B, D, H, W) grid of `shape` (D, H, W)."""
-    d, h, w = shape
-    c = coords.long()
-    return ((c[:, 0] * d + c[:, 1]) * h + c[:, 2]) * w + c[:, 3]
-
-
 def _check_unique(coords: torch.Tensor, shape: tuple[int, int, int]) -> None:
-    keys = grid_rows(coords, shape)
+    keys = linearize_coords(coords, resolution=shape)
     unique_keys, counts = torch.unique(keys, return_counts=True)
     if unique_keys.shape[0] != keys.shape[0]:
         duplicated = unique_keys[counts > 1][0]
