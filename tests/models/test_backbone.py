@@ -159,6 +159,29 @@ def test_group_norm_default_has_no_running_statistics_and_sane_groups():
     torch.testing.assert_close(model.train()(x).pooled, model.eval()(x).pooled, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("norm", ["group", "batch"])
+@pytest.mark.parametrize("global_grid", [1, 4])
+def test_inference_runs_channels_last_with_the_training_layouts_values(norm, global_grid):
+    """Without autograd on CPU the maps come out channels-last (oneDNN's faster kernels); the values
+    equal the default layout's (with autograd), and both equal a float64 run."""
+    torch.manual_seed(0)
+    model = ResNetBackbone(width=8, blocks=(1, 2, 1, 1), norm=norm, global_grid=global_grid).eval()
+    for m in model.modules():  # non-trivial norms (the last norm of every branch starts at weight 0)
+        if isinstance(m, (nn.GroupNorm, nn.BatchNorm2d)):
+            nn.init.uniform_(m.weight, 0.5, 1.5), nn.init.uniform_(m.bias, -0.2, 0.2)
+    x = images(3, 64, seed=4)
+    with torch.no_grad():
+        inference = model(x)
+    trained = model(x)  # autograd on: the default layout
+    reference = model.double()(x.double())
+    assert all(m.is_contiguous(memory_format=torch.channels_last) for m in inference.maps)
+    assert all(m.is_contiguous() for m in trained.maps)
+    for got, want, ref in zip((*inference.maps, inference.pooled), (*trained.maps, trained.pooled),
+                              (*reference.maps, reference.pooled)):
+        torch.testing.assert_close(got, want.detach(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got.double(), ref.detach(), rtol=1e-4, atol=1e-5)
+
+
 def test_gradients_reach_the_input():
     model = ResNetBackbone(width=4, blocks=(1, 1)).double()
     x = images(1, 8, dtype=torch.float64).requires_grad_(True)
