@@ -16,7 +16,8 @@ Memory: before the baseline is taken, one step on a 16-point input initialises t
 Allocator: peak RSS also holds what glibc's malloc keeps after `free` -- with its default dynamic
 mmap threshold, blocks of a few MB freed in one step are reused from the heap in the next and the
 heap's high-water mark creeps up over steps. The cases at R = 32 and 64 therefore run twice: with
-the default allocator, and with `MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=65536` in the
+glibc's default allocator (`POINTSTN_ALLOCATOR=glibc`: not the settings the command line picks,
+`pointstn.allocator`), and with `MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=65536` in the
 worker's environment (blocks above 64 KB are mapped and returned at `free`), so the peak is the
 step's live working set. Both contenders get the same setting; both rows are reported.
 
@@ -51,8 +52,9 @@ MEMORY_BOUND_GB = 16.0
 # DESIGN.md section 5: sparse at least this much faster / leaner than dense
 TARGETS = {32: (3.7, 7.0), 64: (9.0, 10.0)}
 SHAPES = ("sphere", "box", "cylinder", "slab")
-ALLOCATORS = {"glibc default": {}, "mmap threshold 64 KB": {"MALLOC_MMAP_THRESHOLD_": "65536",
-                                                            "MALLOC_TRIM_THRESHOLD_": "65536"}}
+# "glibc default": glibc's own settings, not the command line's (pointstn/allocator.py), as in every earlier run
+ALLOCATORS = {"glibc default": {"POINTSTN_ALLOCATOR": "glibc"},
+              "mmap threshold 64 KB": {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}}
 ALLOCATOR_RESOLUTIONS = (32, 64)  # resolutions measured under every allocator setting (the rest: default)
 QUICK = {"resolutions": (8, 16), "channels": (8, 16), "batch": 2, "input_points": 256, "target_points": 1024}
 

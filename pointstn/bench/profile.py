@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     import shlex
     import sys
 
+    from pointstn.allocator import tune_allocator
     from pointstn.bench.runner import write_section
 
     parser = argparse.ArgumentParser(prog="python -m pointstn.bench.profile", description=__doc__.split("\n")[0])
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="Markdown file whose `profile` section is replaced")
     args = parser.parse_args(argv)
+    tune_allocator()  # profile what the command line runs (pointstn/allocator.py)
     report = profile_config(args.config, steps=args.steps, threads=args.threads, overrides=tuple(args.overrides))
     command = "python -m pointstn.bench.profile " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     text = markdown(report, command=command, date=dt.date.today().isoformat())

@@ -162,6 +162,7 @@ def _run_case(suite: str, case: dict, *, threads: int) -> dict:
             "timing": timing_summary(times),
             "peak_extra_mb": max(r["peak_extra_mb"] for r in rounds),
             "threads": rounds[0]["threads"],
+            "allocator": rounds[0]["allocator"],  # pointstn.allocator.tune_allocator's answer in the worker
             "check": rounds[-1].get("check", {}),
         }
     return {"case": case["case"], "params": case["params"], "results": results}

@@ -40,7 +40,10 @@ def main(argv: list[str]) -> int:
     job, result_path = json.loads(argv[0]), argv[1]
     import torch
 
+    from pointstn.allocator import tune_allocator
     from pointstn.bench.runner import SUITES
+
+    allocator = tune_allocator()  # as the command line runs (a case's worker_env may choose other settings)
 
     torch.set_num_threads(int(job["threads"]))
     probe = MemoryProbe()
@@ -51,6 +54,7 @@ def main(argv: list[str]) -> int:
     result["rss_after_inputs_mb"] = baseline
     result["peak_extra_mb"] = max(0.0, probe.peak_mb() - baseline)
     result["threads"] = torch.get_num_threads()
+    result["allocator"] = allocator
     with open(result_path, "w") as f:
         json.dump(result, f)
     return 0

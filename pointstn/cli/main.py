@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Sequence
 
 from pointstn import __version__
+from pointstn.allocator import tune_allocator
 from pointstn.cli import benchmark, config_cmd, demo, export, predict, prepare_data, test_cmd, train, verify
 from pointstn.errors import PointstnError
 
@@ -60,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        tune_allocator()  # before the command allocates anything (pointstn/allocator.py)
         return int(COMMANDS[args.command].run(args) or 0)
     except PointstnError as exc:
         if args.debug:

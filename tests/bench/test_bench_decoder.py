@@ -33,7 +33,7 @@ def test_plan_marks_dense_infeasible_only_where_the_memory_bound_is_exceeded():
         (64, "glibc default", False), (64, "mmap threshold 64 KB", False), (64, "mmap threshold 64 KB", True),
         (128, "glibc default", False)]
     assert [c["params"]["worker_env"] for c in full[:2]] == [
-        {}, {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}]
+        {"POINTSTN_ALLOCATOR": "glibc"}, {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}]
     plan = {c["params"]["resolution"]: c for c in full if c["params"]["allocator"] == "glibc default"}
     assert sorted(plan) == [32, 64, 128]
     assert [plan[r]["params"]["dense_batch"] for r in (32, 64, 128)] == [4, 4, 1]
@@ -112,6 +112,10 @@ def test_runner_runs_the_suite_quick(tmp_path):
     assert all(r["check"]["malloc_env"] == {"MALLOC_MMAP_THRESHOLD_": None, "MALLOC_TRIM_THRESHOLD_": None}
                for c in (cases[0], cases[3]) for r in c["results"].values())
     assert all(r["check"]["malloc_env"] == {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
+               for c in cases[1:3] for r in c["results"].values())
+    # neither row runs with the command line's allocator settings (pointstn.allocator)
+    assert all(r["allocator"] == "glibc (POINTSTN_ALLOCATOR)" for c in (cases[0], cases[3]) for r in c["results"].values())
+    assert all(r["allocator"] == "glibc (set by the environment: MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_)"
                for c in cases[1:3] for r in c["results"].values())
     assert [[r["check"]["recompute"] for r in c["results"].values()] for c in cases] == [
         [False, False], [False, False], [True, True], [False, False]]

@@ -136,6 +136,9 @@ def test_cli_runs_the_model_suite_quick(tmp_path, monkeypatch):
     text = out_md.read_text()
     section = text.split("<!-- bench:model:begin -->")[1].split("<!-- bench:model:end -->")[0]
     assert "quick mode" in section and f"pointstn {counts['pointstn']:,}" in section
+    # the workers run with the command line's malloc settings, and the section says which
+    states = {r["allocator"] for c in suite["cases"] for r in c["results"].values()}
+    assert len(states) == 1 and f"- malloc in the worker processes: {states.pop()} (`pointstn/allocator.py`)" in section
     rows = [line for line in section.splitlines() if line.startswith(("| train", "| inference"))]
     assert len(rows) == 12 and all(row.count("|") == 12 for row in rows)
     assert "| train, batch 2 | pointstn |" in section and "| inference, batch 1, initialised | stn_off |" in section
