@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -209,10 +210,12 @@ def measure(contender: str, params: dict, *, warmup: int, repeats: int, memory,
     for _ in range(warmup):
         step()
     times = []
+    before = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(repeats):
         start = time.perf_counter()
         output, loss = step()
         times.append(time.perf_counter() - start)
+    after = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "times_s": times,
         "check": {
@@ -222,6 +225,9 @@ def measure(contender: str, params: dict, *, warmup: int, repeats: int, memory,
             "finest_candidates_per_sample": output.levels[0].coords.shape[0] / batch if output.levels else 0.0,
             "loss": loss,
             "peak_rss_mb": memory.peak_mb(),
+            # what the allocator costs in the kernel (pointstn/allocator.py): pages faulted in, system CPU time
+            "page_faults_per_step": (after.ru_minflt - before.ru_minflt) / repeats,
+            "system_ms_per_step": 1000.0 * (after.ru_stime - before.ru_stime) / repeats,
             "loadavg_before_after": [load_before, os.getloadavg()[0]],
         },
     }
@@ -246,7 +252,8 @@ def markdown(report: dict) -> str:
         (
             "- each contender runs in a fresh process per round (rounds alternate the order); median over all timed "
             "steps, spread = [min, max]; peak extra = peak RSS minus RSS after the model, optimizer and inputs exist "
-            "(includes first-call library set-up and AdamW state)."
+            "(includes first-call library set-up and AdamW state); page faults (minor) and system CPU time per timed "
+            "step, last round."
         ),
     ]
     if env["quick"]:
@@ -258,8 +265,8 @@ def markdown(report: dict) -> str:
     config = report["cases"][0]["params"]["config"] if report["cases"] else CONFIG
     lines += ["", f"Parameters (`configs/{config}`): " + ", ".join(f"{n} {p:,}" for n, p in parameters.items()), ""]
     lines += [
-        "| case | contender | median (s) | min .. max (s) | n | images/s | ms / image | output points / sample | peak extra MB | peak RSS MB | vs pointstn |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| case | contender | median (s) | min .. max (s) | n | images/s | ms / image | output points / sample | peak extra MB | peak RSS MB | page faults / step | system ms / step | vs pointstn |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]  # fmt: skip
     for case in report["cases"]:
         batch = case["params"]["batch"]
@@ -271,7 +278,7 @@ def markdown(report: dict) -> str:
                 f"| {case['case']} | {name} | {t['median_s']:.4f} | {t['min_s']:.4f} .. {t['max_s']:.4f} | {t['n']} | "
                 f"{batch / t['median_s']:.1f} | {1000 * t['median_s'] / batch:.1f} | "
                 f"{check['output_points_per_sample']:.0f} | {result['peak_extra_mb']:.0f} | {check['peak_rss_mb']:.0f} | "
-                f"{ratio} |"
+                f"{check['page_faults_per_step']:.0f} | {check['system_ms_per_step']:.1f} | {ratio} |"
             )
     lines += ["", "vs pointstn = pointstn's median time / the contender's (above 1: the contender is faster)."]
     return "\n".join(lines) + "\n"

@@ -120,6 +120,7 @@ def test_cli_runs_the_model_suite_quick(tmp_path, monkeypatch):
             assert timing["n"] == 1 and timing["median_s"] > 0
             assert check["batch"] == case["params"]["batch"] and check["peak_rss_mb"] > 0
             assert result["peak_extra_mb"] >= 0
+            assert check["page_faults_per_step"] >= 0 and check["system_ms_per_step"] >= 0
             counts.setdefault(name, check["parameters"])
             assert check["parameters"] == counts[name]  # same model in every case
         results = case["results"]
@@ -140,5 +141,5 @@ def test_cli_runs_the_model_suite_quick(tmp_path, monkeypatch):
     states = {r["allocator"] for c in suite["cases"] for r in c["results"].values()}
     assert len(states) == 1 and f"- malloc in the worker processes: {states.pop()} (`pointstn/allocator.py`)" in section
     rows = [line for line in section.splitlines() if line.startswith(("| train", "| inference"))]
-    assert len(rows) == 12 and all(row.count("|") == 12 for row in rows)
+    assert len(rows) == 12 and all(row.count("|") == 14 for row in rows)
     assert "| train, batch 2 | pointstn |" in section and "| inference, batch 1, initialised | stn_off |" in section
