@@ -1,13 +1,14 @@
 """Process-wide glibc malloc settings that keep freed memory for reuse (Linux with glibc only).
 
 With glibc's defaults, a forward pass that allocates and frees a few large tensors hands that
-memory back to the kernel at every `free` (blocks above the dynamic mmap threshold are unmapped, and
-the top of the heap is trimmed), so the next call faults the same pages in again: about 1,100 page
-faults per batch-1 inference call of the default config and 30,000 per training step at batch 16,
-about 2 and 50 ms of kernel time (docs/BENCHMARKS.md, "Allocator"). `tune_allocator` raises both
-thresholds once per process, before the first tensor exists, so blocks up to `MMAP_THRESHOLD` come
-from the heap and freed memory stays mapped up to `TRIM_THRESHOLD`. The price is resident memory:
-the process keeps its peak heap instead of shrinking after it (the peak itself does not grow).
+memory back to the kernel at `free` (blocks above the dynamic mmap threshold are unmapped, and the
+top of the heap is trimmed), so the next call faults the same pages in again. `tune_allocator` raises
+both thresholds once per process, before the first tensor exists, so blocks up to `MMAP_THRESHOLD`
+come from the heap and freed memory stays mapped up to `TRIM_THRESHOLD`. For batch-16 inference of the
+default config at 2 threads that halved the page faults per call (29,000 -> 15,000) and cut system
+time from 68 to 21 ms (docs/BENCHMARKS.md, "Allocator and channels-last inference"). The price is
+resident memory: the process keeps its peak heap instead of shrinking after it (the peak itself does
+not grow).
 
 The command line (`pointstn.cli.main`) and the benchmark workers call it. It changes nothing when
 the environment already chooses malloc settings (`MALLOC_*_` variables or `GLIBC_TUNABLES`, e.g. the

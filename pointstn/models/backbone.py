@@ -42,9 +42,10 @@ fixed pair works since no pretrained weights are loaded, these are the field's c
 
 Memory layout: on CPU without autograd (inference, validation) the normalized images are converted
 to channels-last, which the convolutions, norms and pools keep, so the maps come out channels-last
-(the same values up to float rounding; `docs/BENCHMARKS.md`, "Allocator and channels-last": batch-1
-backbone about 15% and batch-16 about 20% faster on this machine). Training keeps the default layout,
-where channels-last made forward + backward slower here.
+(the same values up to float rounding). Batch-16 inference of the default config went from 326 to
+303 ms at 2 threads (docs/BENCHMARKS.md, "Allocator and channels-last inference"); at batch 1 the gain
+is within this machine's noise. Training keeps the default layout, where channels-last made forward +
+backward slower here.
 
 `frozen=True`: every parameter has `requires_grad=False` and every norm layer stays in eval mode
 even under `train()` (BatchNorm uses and keeps its running statistics; GroupNorm has none).
