@@ -278,11 +278,13 @@ def _train(config, run_dir, context, checkpoint, time_limit_minutes, progress) -
                     log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
                 if step % train_cfg.val_every == 0 or step == train_cfg.max_steps:
                     best = _validate(model, val_set, config, context, step, best, history, save)
+                if context.is_main:
+                    # before last.pt: a death between the two then leaves history rows past the checkpoint
+                    # (dropped on resume), never a checkpoint whose own step's rows are missing
+                    history.save()
                 if step % train_cfg.checkpoint_every == 0:
                     save("last.pt", best)
                     last_saved = step
-                if context.is_main:
-                    history.save()
                 tick = time.perf_counter()
                 reason = stop.reason or ("time limit" if time.monotonic() > deadline else None)
                 if any_rank(reason is not None, context):

@@ -311,6 +311,33 @@ def test_resume_after_an_abrupt_death_drops_the_history_past_the_checkpoint_and_
     assert_same_weights(run_b / "last.pt", run_a / "last.pt")
 
 
+def test_death_right_after_last_pt_is_written_loses_no_history_row(smoke_runs, tiny_dataset, tmp_path, monkeypatch):
+    """Run B dies the moment last.pt of step 3 is on disk. history.json must already hold step 3 (it is
+    written first), so the resumed run logs every step exactly once and ends like the uninterrupted run A."""
+    run_a, _ = smoke_runs("none")
+    original = trainer.save_checkpoint
+
+    def save_then_die_after_last_pt(path, **kwargs):
+        original(path, **kwargs)
+        if Path(path).name == "last.pt" and kwargs["step"] == 3:
+            raise AbruptDeath
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die_after_last_pt)
+    run_b = tmp_path / "run"
+    overrides = smoke_overrides(tiny_dataset, "model.decoder.kind=none")
+    with pytest.raises(AbruptDeath):
+        train_cli(run_b, overrides)
+    assert load_checkpoint(run_b / "last.pt").step == 3 and sorted(rows(run_b, "train")) == [1, 2, 3]
+    assert sorted(rows(run_b, "val")) == [3]
+    monkeypatch.setattr(trainer, "save_checkpoint", original)
+
+    resumed = train_cli(run_b, overrides, "--resume")
+    assert resumed.code == 0, resumed.stderr
+    assert [r["step"] for r in history(run_b) if r["phase"] == "train"] == list(range(1, MAX_STEPS + 1))
+    assert_rows_match(rows(run_b, "train"), rows(run_a, "train"))
+    assert_rows_match(rows(run_b, "val"), rows(run_a, "val"))
+
+
 # --- 3. time limit ----------------------------------------------------------------------------------
 
 def test_time_limit_saves_and_stops_cleanly(tiny_dataset, tmp_path):
