@@ -282,6 +282,16 @@ class AbruptDeath(BaseException):
     log handler), so the run folder is left exactly as a SIGKILL at that instant would leave it."""
 
 
+def assert_resume_completes_like(run_a: Path, run_b: Path, overrides: list[str]) -> None:
+    """`--resume` of the killed run B finishes, logs every step exactly once, and ends like run A."""
+    resumed = train_cli(run_b, overrides, "--resume")
+    assert resumed.code == 0, resumed.stderr
+    assert [r["step"] for r in history(run_b) if r["phase"] == "train"] == list(range(1, MAX_STEPS + 1))
+    assert_rows_match(rows(run_b, "train"), rows(run_a, "train"))
+    assert_rows_match(rows(run_b, "val"), rows(run_a, "val"))
+    assert_same_weights(run_b / "last.pt", run_a / "last.pt")
+
+
 def test_resume_after_an_abrupt_death_drops_the_history_past_the_checkpoint_and_matches(smoke_runs, tiny_dataset,
                                                                                        tmp_path, monkeypatch):
     """Run B (psgn baseline) dies during step 5: last.pt is at step 3 but history.json already holds step 4.
@@ -303,12 +313,7 @@ def test_resume_after_an_abrupt_death_drops_the_history_past_the_checkpoint_and_
     assert load_checkpoint(run_b / "last.pt").step == 3 and sorted(rows(run_b, "train")) == [1, 2, 3, 4]
     monkeypatch.setattr(trainer, "reconstruction_loss", original)
 
-    resumed = train_cli(run_b, overrides, "--resume")
-    assert resumed.code == 0, resumed.stderr
-    assert [r["step"] for r in history(run_b) if r["phase"] == "train"] == list(range(1, MAX_STEPS + 1))
-    assert_rows_match(rows(run_b, "train"), rows(run_a, "train"))
-    assert_rows_match(rows(run_b, "val"), rows(run_a, "val"))
-    assert_same_weights(run_b / "last.pt", run_a / "last.pt")
+    assert_resume_completes_like(run_a, run_b, overrides)
 
 
 def test_death_right_after_last_pt_is_written_loses_no_history_row(smoke_runs, tiny_dataset, tmp_path, monkeypatch):
@@ -331,11 +336,7 @@ def test_death_right_after_last_pt_is_written_loses_no_history_row(smoke_runs, t
     assert sorted(rows(run_b, "val")) == [3]
     monkeypatch.setattr(trainer, "save_checkpoint", original)
 
-    resumed = train_cli(run_b, overrides, "--resume")
-    assert resumed.code == 0, resumed.stderr
-    assert [r["step"] for r in history(run_b) if r["phase"] == "train"] == list(range(1, MAX_STEPS + 1))
-    assert_rows_match(rows(run_b, "train"), rows(run_a, "train"))
-    assert_rows_match(rows(run_b, "val"), rows(run_a, "val"))
+    assert_resume_completes_like(run_a, run_b, overrides)
 
 
 # --- 3. time limit ----------------------------------------------------------------------------------
