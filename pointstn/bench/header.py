@@ -10,7 +10,9 @@ def section_header(report: dict, *, versions: bool = True) -> list[str]:
     load = f"{env.get('load_average_start')} / {env.get('load_average_end')}"
     allocators = sorted({result["allocator"] for case in report.get("cases", ())
                          for result in case.get("results", {}).values() if "allocator" in result})
-    malloc = [f"- malloc in the worker processes: {'; '.join(allocators)} (`pointstn/allocator.py`)"] if allocators else []
+    malloc = []
+    if allocators:
+        malloc.append(f"- malloc in the worker processes: {'; '.join(allocators)} (`pointstn/allocator.py`)")
     if not versions:
         return [f"## {report['title']}", "",
                 f"- date: {env['date']}; CPU: {env['cpu']}; threads: {env['threads']}; command: `{env['command']}`",

@@ -18,9 +18,9 @@ No convolution has a bias (each is followed by `ChannelNorm`, the per-voxel laye
 decoder, with its ReLU; `recompute=True` recomputes their outputs in the backward pass as the
 sparse decoder's option does). Each `LevelOutput` lists *all* B * r^3 voxels of its level in
 lexicographic [b, i, j, k] order (`logits` is the level's (B, 1, r, r, r) logit grid flattened). The
-output cloud comes from the finest level's voxels chosen by the sparse decoder's rule (`keep_voxels`: above `prune_threshold`,
-in training also the ground-truth voxels; each sample's top ceil(voxel_floor * R**2); at most ceil(voxel_budget * R**2)
-per sample) through the same point head.
+output cloud comes from the finest level's voxels chosen by the sparse decoder's rule (`keep_voxels`:
+above `prune_threshold`, in training also the ground-truth voxels; each sample's top
+ceil(voxel_floor * R**2); at most ceil(voxel_budget * R**2) per sample) through the same point head.
 """
 
 from __future__ import annotations
