@@ -11,6 +11,7 @@ paths *inside* configs (e.g. `data.root`) are relative to the current directory,
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -47,6 +48,10 @@ def _construct_mapping(loader: _StrictSafeLoader, node: yaml.MappingNode, deep: 
 
 
 _StrictSafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# YAML 1.1 (PyYAML) reads an exponent without a decimal point, `lr: 1e-4`, as the string "1e-4"; YAML 1.2
+# and every user read it as a number. This resolver (tried after PyYAML's own) makes it a float.
+_StrictSafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def _check_node_graph(root: yaml.Node, source: str) -> None:
@@ -222,7 +227,11 @@ def load_config(path: str | Path, schema: type[T], overrides: Sequence[str] = ()
 
 
 class _Dumper(yaml.SafeDumper):
-    """Block style for mappings, one-line flow style for lists of scalars (`[32, 64, 128]`)."""
+    """Block style for mappings, one-line flow style for lists of scalars (`[32, 64, 128]`); a string that
+    the loader would read as a number (`"1e3"`) is quoted."""
+
+
+_Dumper.yaml_implicit_resolvers = {k: list(v) for k, v in _StrictSafeLoader.yaml_implicit_resolvers.items()}
 
 
 def _represent_list(dumper: _Dumper, data: list) -> yaml.Node:

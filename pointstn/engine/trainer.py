@@ -70,9 +70,14 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
+def _differing_keys(saved, current, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configs (or config sections) of one type."""
+    a, b = _flatten(to_dict(saved), prefix), _flatten(to_dict(current), prefix)
+    return sorted(k for k in a if a[k] != b.get(k))
+
+
 def check_resumable(saved: ExperimentConfig, current: ExperimentConfig, where: Path) -> None:
-    a, b = _flatten(to_dict(saved)), _flatten(to_dict(current))
-    differing = sorted(k for k in a if a[k] != b.get(k) and k not in RESUMABLE)
+    differing = [k for k in _differing_keys(saved, current) if k not in RESUMABLE]
     if differing:
         raise PointstnError(f"{where} was trained with another config (differs in: {', '.join(differing)}); "
                             "resume with the same config or start a new run")
@@ -149,8 +154,11 @@ def _last_good(run_dir: Path) -> str:
 
 
 def train(config: ExperimentConfig, *, run_dir: str | Path, resume: str | Path | None = None,
-          time_limit_minutes: float | None = None, progress: bool = True) -> TrainResult:
-    """Train `config` in `run_dir`; `resume` is a checkpoint path to continue from."""
+          init: str | Path | None = None, time_limit_minutes: float | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train `config` in `run_dir`. `resume`: a checkpoint to continue from (same config, same step).
+    `init`: a checkpoint whose model weights the run starts from (fine-tuning): a fresh optimizer,
+    schedule and step count; the weights must fit this config's model exactly (`load_model_state`)."""
     context = init_distributed()
     run_dir = Path(run_dir)
     train_cfg = config.train
@@ -162,16 +170,22 @@ def train(config: ExperimentConfig, *, run_dir: str | Path, resume: str | Path |
         if train_cfg.threads:
             torch.set_num_threads(train_cfg.threads)
         check_rig(config, Path(config.data.root))
-        checkpoint = None
+        if resume is not None and init is not None:
+            raise PointstnError("--resume continues a run and --init starts a new one from a checkpoint's "
+                                "weights; give one of them")
+        checkpoint = initial = None
         if resume is not None:  # checked before anything in the run folder is rewritten
             checkpoint = load_checkpoint(resume, map_location=context.device)
             check_resumable(checkpoint.config, config, Path(resume))
+        if init is not None:  # likewise: a checkpoint that does not fit fails before the run folder exists
+            initial = load_checkpoint(init, map_location=context.device)
+            load_model_state(build_model(config), initial)
         if context.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", dump_config(config))
         barrier(context)
         handler = _setup_logging(run_dir, context.is_main)
-        return _train(config, run_dir, context, checkpoint, time_limit_minutes, progress)
+        return _train(config, run_dir, context, checkpoint, initial, time_limit_minutes, progress)
     except RuntimeError as exc:
         if not (context.enabled and is_communication_error(exc)):
             raise
@@ -185,7 +199,7 @@ def train(config: ExperimentConfig, *, run_dir: str | Path, resume: str | Path |
         shutdown(context)
 
 
-def _train(config, run_dir, context, checkpoint, time_limit_minutes, progress) -> TrainResult:
+def _train(config, run_dir, context, checkpoint, initial, time_limit_minutes, progress) -> TrainResult:
     from tqdm import tqdm
 
     train_cfg = config.train
@@ -207,6 +221,11 @@ def _train(config, run_dir, context, checkpoint, time_limit_minutes, progress) -
         s, warmup=train_cfg.warmup_steps, total=train_cfg.max_steps))
     step, best = 0, None
     history = History(run_dir)
+    if initial is not None:
+        load_model_state(model, initial)
+        differing = _differing_keys(initial.config.model, config.model, "model.")
+        log.info("starting from the weights of %s (its step %d)%s", initial.path, initial.step,
+                 f"; model keys that differ from its config: {', '.join(differing)}" if differing else "")
     if checkpoint is not None:
         load_model_state(model, checkpoint)
         optimizer.load_state_dict(checkpoint.state["optimizer"])

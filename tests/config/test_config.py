@@ -152,6 +152,17 @@ def test_overrides_are_typed_by_the_schema(tmp_path):
     assert config.name == "123" and config.output_dir is None
 
 
+def test_exponents_without_a_decimal_point_are_numbers_in_files_and_overrides(tmp_path):
+    """PyYAML (YAML 1.1) would read `1e-4` as a string; users, docs/CONFIG.md and YAML 1.2 mean a number."""
+    path = write(tmp_path / "exp.yaml", "train: {lr: 1e-4, weight_decay: 5E-6}\n")
+    config = load_config(path, ExperimentConfig, ["train.grad_clip=2e+1", "name=1e3"])
+    assert (config.train.lr, config.train.weight_decay, config.train.grad_clip) == (1e-4, 5e-6, 20.0)
+    assert config.name == "1e3"  # a string field keeps the text
+    assert load_config(write(tmp_path / "round.yaml", dump_config(config)), ExperimentConfig) == config
+    with pytest.raises(ConfigError, match="expected an integer, got float 1000.0"):
+        load_config(path, ExperimentConfig, ["train.batch_size=1e3"])
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
+from pointstn.cli.main import main
 from pointstn.engine.checkpoint import load_checkpoint
 from tests.engine.test_trainer import REPO, SMOKE, rows, smoke_overrides, train_cli
 
@@ -127,3 +129,51 @@ def test_a_non_positive_time_limit_is_refused(tiny_dataset, tmp_path):
     assert result.code == 2
     assert "--time-limit must be a positive number of minutes, got 0.0" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+# --- --init: a new run from a checkpoint's weights ---------------------------------------------------------
+
+def test_init_starts_a_new_run_from_the_checkpoints_weights(finished_run, tiny_dataset, tmp_path):
+    """With a learning rate of 1e-8 one step cannot move the weights measurably: the new run's last.pt holds the
+    init checkpoint's weights (not a fresh initialization's), at its own step 1 with its own history."""
+    source = load_checkpoint(finished_run / "last.pt")
+    run_dir = tmp_path / "run"
+    overrides = smoke_overrides(tiny_dataset, "model.decoder.kind=none", "train.max_steps=1", "train.val_every=1",
+                                "train.checkpoint_every=1", "train.lr=1e-8", "train.seed=7")
+    result = train_cli(run_dir, overrides, "--init", str(finished_run / "last.pt"))
+    assert result.code == 0, result.stderr
+    started = load_checkpoint(run_dir / "last.pt")
+    assert started.step == 1 and sorted(rows(run_dir, "train")) == [1]
+    moved = {key: (started.model_state[key] - value).abs().max().item() for key, value in source.model_state.items()
+             if value.is_floating_point()}
+    assert max(moved.values()) < 1e-6, max(moved, key=moved.get)
+    fresh = tmp_path / "fresh"
+    assert train_cli(fresh, overrides).code == 0
+    assert any(not torch.equal(load_checkpoint(fresh / "last.pt").model_state[key], value)
+               for key, value in source.model_state.items())
+    log = (run_dir / "log.txt").read_text()
+    assert f"starting from the weights of {finished_run / 'last.pt'} (its step 2)" in log
+
+
+def test_init_from_another_models_checkpoint_lists_the_keys_and_creates_nothing(finished_run, tiny_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    result = train_cli(run_dir, smoke_overrides(tiny_dataset, "model.decoder.kind=sparse"),
+                       "--init", str(finished_run / "last.pt"))
+    assert result.code == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pointstn train: error: {finished_run / 'last.pt'} does not "
+                                                   "match this model (missing: decoder.")
+    assert not run_dir.exists()
+
+
+def test_init_refuses_a_missing_file_and_resume_at_the_same_time(finished_run, tiny_dataset, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    missing = tmp_path / "nothing.pt"
+    result = train_cli(run_dir, smoke_overrides(tiny_dataset), "--init", str(missing))
+    assert result.code == 2
+    assert result.stderr.strip() == f"pointstn train: error: nothing to start from: {missing} does not exist"
+    with pytest.raises(SystemExit) as stop:
+        main(["train", str(SMOKE), *smoke_overrides(tiny_dataset), "--out", str(run_dir),
+              "--init", str(finished_run / "last.pt"), "--resume"])
+    assert stop.value.code == 2 and "argument --resume: not allowed with argument --init" in capsys.readouterr().err
+    assert not run_dir.exists()
