@@ -123,13 +123,6 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def loss_weights(config: ExperimentConfig):
-    """The config's `LossWeights`, as the trainer builds them."""
-    from pointstn.models.losses import LossWeights
-
-    return LossWeights(**{f: getattr(config.loss, f) for f in LossWeights.__dataclass_fields__})
-
-
 def ground_truth_arguments(config: ExperimentConfig, targets: Targets) -> dict:
     """The keyword arguments that hand the ground truth to the model, as `pointstn.engine.trainer` does."""
     if config.model.decoder.target_frame == "predicted":
@@ -182,6 +175,8 @@ def measure(contender: str, params: dict, *, warmup: int, repeats: int, memory,
     """Time `repeats` training steps or forward passes after `warmup` ones (runs in the worker process)."""
     import torch
 
+    from pointstn.models.losses import LossWeights
+
     config, model = build(contender, params, extra_overrides=extra_overrides)
     batch = int(params["batch"])
     gt_points = int(params["gt_points"] or config.data.num_gt_points)
@@ -191,7 +186,7 @@ def measure(contender: str, params: dict, *, warmup: int, repeats: int, memory,
     if params["mode"] == "train":
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
-        weights = loss_weights(config)
+        weights = LossWeights.from_config(config.loss)
 
         def step():
             return train_step(model, optimizer, images, targets, ground_truth=ground_truth, weights=weights,

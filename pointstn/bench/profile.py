@@ -73,10 +73,10 @@ def profile_config(config_path: str | Path, *, steps: int = 3, warmup: int = 2, 
         build,
         ground_truth_arguments,
         inference_step,
-        loss_weights,
         synthetic_batch,
         train_step,
     )
+    from pointstn.models.losses import LossWeights
 
     torch.set_num_threads(threads)
     config, model = build("pointstn", {"config": str(Path(config_path).resolve()), "seed": 0}, extra_overrides=overrides)
@@ -84,7 +84,7 @@ def profile_config(config_path: str | Path, *, steps: int = 3, warmup: int = 2, 
                                       gt_points=config.data.num_gt_points, seed=0)
     ground_truth = ground_truth_arguments(config, targets)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
-    weights = loss_weights(config)
+    weights = LossWeights.from_config(config.loss)
     report = {"config": str(config_path), "overrides": list(overrides), "threads": threads, "steps": steps,
               "batch_size": config.train.batch_size}
 

@@ -235,7 +235,7 @@ def _train(config, run_dir, context, checkpoint, initial, time_limit_minutes, pr
         history = History.load(run_dir, up_to_step=step)
         log.info("resumed from %s at step %d", checkpoint.path, step)
     network = DistributedDataParallel(model) if context.enabled else model
-    weights = LossWeights(**{f: getattr(config.loss, f) for f in LossWeights.__dataclass_fields__})
+    weights = LossWeights.from_config(config.loss)
     limit = time_limit_minutes if time_limit_minutes is not None else train_cfg.time_limit_minutes
     deadline = time.monotonic() + 60 * limit if limit else math.inf
     bar = tqdm(total=train_cfg.max_steps, initial=step, disable=not (progress and context.is_main), unit="step")

@@ -29,6 +29,11 @@ class LossWeights:
     rotation: float = 0.0
     pose: float = 0.0
 
+    @classmethod
+    def from_config(cls, loss) -> LossWeights:
+        """The weights of a config's `loss` section (`pointstn.config.schema.LossConfig`), key by key."""
+        return cls(**{name: getattr(loss, name) for name in cls.__dataclass_fields__})
+
 
 @dataclass(frozen=True)
 class Targets:
