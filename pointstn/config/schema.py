@@ -129,6 +129,8 @@ class LossConfig:
         0.0, min=0.0, max=1e6,
         help="pose loss: rotation (symmetry-aware) + log-scale + translation terms (needs poses)",
     )  # fmt: skip
+    # the fine cloud's Chamfer terms: "squared" (PyTorch3D's default) or "unsquared" Euclidean distances
+    fine_distance: Literal["squared", "unsquared"] = "squared"
 
 
 @dataclass(frozen=True)

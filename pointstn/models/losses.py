@@ -2,8 +2,9 @@
 camera frames, per-level occupancy BCE, and an optional geodesic rotation loss.
 
 Units. Canonical-frame terms compare normalized clouds (the object's longest edge is 1). Camera-frame
-terms are computed in metres and divided by the squared ground-truth longest edge, so both frames
-weigh alike whatever the object's size; a translation error of one object size costs about 1.
+terms are computed in metres and divided by the squared ground-truth longest edge (by the edge itself
+for unsquared distances: `LossWeights.fine_distance`), so both frames weigh alike whatever the object's
+size; a translation error of one object size costs about 1.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class LossWeights:
     occupancy: float = 1.0
     rotation: float = 0.0
     pose: float = 0.0
+    fine_distance: str = "squared"
 
     @classmethod
     def from_config(cls, loss) -> LossWeights:
@@ -70,8 +72,27 @@ class LossTerms:
         return {"total": float(self.total.detach()), **{k: float(v.detach()) for k, v in self.terms.items()}}
 
 
-def _chamfer(pred: Tensor, gt: Tensor, pred_lengths: Tensor | None) -> Tensor:
-    return chamfer_distance(pred, gt, x_lengths=pred_lengths)[0]
+FINE_DISTANCES = ("squared", "unsquared")
+UNSQUARED_EPS = 1e-12  # inside the square root: a finite gradient where a point sits exactly on its neighbour
+
+
+def chamfer_terms(pred: Tensor, gt: Tensor, pred_lengths: Tensor | None, *, distance: str = "squared") -> Tensor:
+    """(B,) Chamfer distance per sample, the two directions summed, each a mean over its cloud's points.
+
+    distance "squared": PyTorch3D's `chamfer_distance` (squared Euclidean). "unsquared": the Euclidean
+    distance itself, as in the `cd_l1` metric (x2: summed, not averaged): its pull on a point does not
+    fade as the point nears the surface, where the squared distance's gradient 2d vanishes.
+    """
+    if distance == "squared":
+        return chamfer_distance(pred, gt, x_lengths=pred_lengths, batch_reduction=None)[0]
+    if distance != "unsquared":
+        raise ValueError(f"unknown Chamfer distance {distance!r}; valid: {', '.join(FINE_DISTANCES)}")
+    (to_gt, to_pred), _ = chamfer_distance(pred, gt, x_lengths=pred_lengths, batch_reduction=None,
+                                          point_reduction=None)
+    lengths = torch.full((pred.shape[0],), pred.shape[1], device=pred.device) if pred_lengths is None else pred_lengths
+    valid = torch.arange(pred.shape[1], device=pred.device)[None, :] < lengths[:, None]
+    accuracy = ((to_gt + UNSQUARED_EPS).sqrt() * valid).sum(dim=1) / lengths.clamp(min=1)
+    return accuracy + (to_pred + UNSQUARED_EPS).sqrt().mean(dim=1)
 
 
 POSE_POINTS = 512  # about this many ground-truth points (every k-th: stored samples may be ordered by face)
@@ -177,9 +198,10 @@ def reconstruction_loss(output: ReconstructionOutput, targets: Targets, weights:
             fine, fine_camera, lengths = random_subset(fine, lengths, fine_points, fine_camera, generator=generator)
         clouds["fine"] = (fine, fine_camera, lengths)
     for level, (canonical, camera, lengths) in clouds.items():
-        terms[f"chamfer_{level}_canonical"] = _chamfer(canonical, gt_canonical, lengths)
-        per_sample = chamfer_distance(camera, targets.points_camera, x_lengths=lengths, batch_reduction=None)[0]
-        terms[f"chamfer_{level}_camera"] = (per_sample / size_sq).mean()
+        distance = weights.fine_distance if level == "fine" else "squared"
+        terms[f"chamfer_{level}_canonical"] = chamfer_terms(canonical, gt_canonical, lengths, distance=distance).mean()
+        per_sample = chamfer_terms(camera, targets.points_camera, lengths, distance=distance)
+        terms[f"chamfer_{level}_camera"] = (per_sample / (size_sq if distance == "squared" else targets.size)).mean()
     total = torch.zeros((), dtype=gt_canonical.dtype, device=gt_canonical.device)
     for name, value in terms.items():
         level_weight = weights.chamfer_coarse if "_coarse_" in name else weights.chamfer_fine

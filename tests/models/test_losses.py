@@ -69,6 +69,47 @@ def test_terms_match_direct_computation():
     torch.testing.assert_close(loss.total, total, rtol=1e-10, atol=0)
 
 
+def naive_unsquared_chamfer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    d = (a[:, None, :] - b[None, :, :]).norm(dim=-1)
+    return d.min(1).values.mean() + d.min(0).values.mean()
+
+
+def test_unsquared_fine_terms_match_the_euclidean_reference_in_values_and_gradients():
+    """Only the fine cloud's terms change (camera frame divided by the longest edge, not its square); the
+    gradients reach the fine points through the padded, ragged clouds exactly as the reference's do."""
+    out, targets = make_case(with_decoder=True)
+    fine = out.points.detach().clone().requires_grad_(True)
+    out = ReconstructionOutput(points=fine, lengths=out.lengths, points_camera=out.transform.apply(fine),
+                               transform=out.transform, coarse=out.coarse, coarse_camera=out.coarse_camera,
+                               levels=out.levels)
+    squared = reconstruction_loss(out, targets, LossWeights())
+    loss = reconstruction_loss(out, targets, LossWeights(fine_distance="unsquared"))
+    gt_n = targets.points / targets.size[:, None, None]
+    reference = fine.detach().clone().requires_grad_(True)
+    reference_camera = out.transform.apply(reference)
+    expected = {
+        "chamfer_fine_canonical": sum(naive_unsquared_chamfer(reference[b, : out.lengths[b]], gt_n[b])
+                                      for b in range(2)) / 2,
+        "chamfer_fine_camera": sum(naive_unsquared_chamfer(reference_camera[b, : out.lengths[b]],
+                                                           targets.points_camera[b]) / targets.size[b]
+                                   for b in range(2)) / 2,
+    }
+    for name, value in expected.items():  # 1e-9: UNSQUARED_EPS inside the square root
+        torch.testing.assert_close(loss.terms[name], value, rtol=1e-9, atol=0)
+    for name in ("chamfer_coarse_canonical", "chamfer_coarse_camera", "occupancy"):
+        torch.testing.assert_close(loss.terms[name], squared.terms[name], rtol=0, atol=0)
+    (grad,) = torch.autograd.grad(loss.terms["chamfer_fine_canonical"] + loss.terms["chamfer_fine_camera"], fine)
+    (expected_grad,) = torch.autograd.grad(sum(expected.values()), reference)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-12)
+    assert grad[1, out.lengths[1]:].abs().max() == 0  # padded rows get no gradient
+
+
+def test_an_unknown_fine_distance_is_refused():
+    out, targets = make_case(with_decoder=True)
+    with pytest.raises(ValueError, match="unknown Chamfer distance 'cubed'; valid: squared, unsquared"):
+        reconstruction_loss(out, targets, LossWeights(fine_distance="cubed"))
+
+
 def test_weights_and_no_decoder():
     out, targets = make_case(with_decoder=False)
     weights = LossWeights(chamfer_coarse=2.0, canonical_frame=0.5, camera_frame=3.0, rotation=1.0)
