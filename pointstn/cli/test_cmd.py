@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from pointstn.data.dataset import PreparedDataset
     from pointstn.data.format import read_manifest
     from pointstn.engine.checkpoint import model_from_checkpoint
+    from pointstn.engine.evaluate import evaluation_points
     from pointstn.engine.test_run import BASELINES, build_methods, run_test
 
     config = load_config(args.config, ExperimentConfig, args.overrides)
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {data_root} has no '{split}' split; evaluating all of its objects")
         split = None
     dataset = PreparedDataset(data_root, split=split, image_size=checkpoint.config.data.image_size,
-                              num_points=min(config.eval.num_gt_points, read_manifest(data_root)["config"]["num_surface_points"]))
+                              num_points=evaluation_points(config, data_root))
     methods = build_methods(checkpoint.config, model, baselines=baselines, psgn_model=psgn,
                             train_root=Path(checkpoint.config.data.root))
     report = run_test(config, methods, dataset, out_json=out, volumes=not args.no_volumes)

@@ -8,6 +8,11 @@ Any method (the model, a baseline) is evaluated through the same `Prediction` ty
   under the `metric` frame;
 - predictions are resampled to `num_pred_points` (farthest-point or random), ground truth keeps the
   dataset's surface samples.
+
+Every evaluation loads `evaluation_points` surface samples per object -- the ground truth of `pointstn
+test`, of validation during training and of the pruning calibration, and the clouds the retrieval and
+oracle baselines return -- so validation measures what the test reports and every method is resampled
+from a cloud of at least `num_pred_points` points.
 """
 
 from __future__ import annotations
@@ -26,6 +31,15 @@ from pointstn.ops.sampling import PointSample, farthest_point_sample, random_res
 from pointstn.ops.volume import solid_volume
 
 UNIQUE_ROTATION = ("none", "mirror")
+
+
+def evaluation_points(config, root) -> int:
+    """Surface samples per object that evaluations load from the prepared dataset at `root`:
+    `eval.num_gt_points`, or all that the dataset stores if it stores fewer (never
+    `data.num_gt_points`, the training targets' count)."""
+    from pointstn.data.format import read_manifest
+
+    return min(config.eval.num_gt_points, int(read_manifest(root)["config"]["num_surface_points"]))
 FRAME_METRICS = ("cd_l2", "cd_l1", "f@1%", "f@2%")
 
 

@@ -18,7 +18,7 @@ import torch
 from pointstn import __version__
 from pointstn.config import ExperimentConfig
 from pointstn.data.dataset import PreparedDataset
-from pointstn.engine.evaluate import MetricTable, Prediction, sample_metrics
+from pointstn.engine.evaluate import MetricTable, Prediction, evaluation_points, sample_metrics
 from pointstn.engine.validate import model_prediction
 from pointstn.io.atomic import atomic_write_text
 from pointstn.io.figures import clouds_figure
@@ -46,7 +46,7 @@ def build_methods(config: ExperimentConfig, model, *, baselines: tuple[str, ...]
     methods: dict[str, Callable[[Any], Prediction]] = {"pointstn": lambda batch: model_prediction(model, batch.image)}
     if "retrieval" in baselines or "oracle_nn" in baselines:
         train_set = PreparedDataset(train_root, split=config.data.train_split, image_size=config.data.image_size,
-                                    num_points=min(config.eval.num_gt_points, config.data.num_gt_points))
+                                    num_points=evaluation_points(config, train_root))
     if "retrieval" in baselines:
         from pointstn.baselines.retrieval import RetrievalBaseline
 

@@ -40,6 +40,7 @@ from pointstn.engine.distributed import (
     reduce_mean,
     shutdown,
 )
+from pointstn.engine.evaluate import evaluation_points
 from pointstn.engine.history import History
 from pointstn.engine.validate import LOWER_IS_BETTER, validate
 from pointstn.errors import PointstnError
@@ -209,7 +210,7 @@ def _train(config, run_dir, context, checkpoint, initial, time_limit_minutes, pr
                                 image_size=config.data.image_size, augmentation=augmentation, deterministic=False,
                                 seed=train_cfg.seed)
     val_set = PreparedDataset(config.data.root, split=config.data.val_split, image_size=config.data.image_size,
-                              num_points=min(config.eval.num_gt_points, config.data.num_gt_points))
+                              num_points=evaluation_points(config, config.data.root))
     unique_rotation = torch.tensor([r["symmetry"] in UNIQUE_ROTATION_SYMMETRIES for r in train_set.records],
                                    device=context.device)  # "unknown" (user meshes) counts as symmetric
     steps_per_epoch = len(train_set) // train_cfg.batch_size

@@ -80,3 +80,35 @@ def test_median_of_odd_and_even_counts_skips_non_finite_values():
     assert table.summary()["overall"]["metric"]["vol_rel_err"] == 4.0
     table.add({"metric": {"vol_rel_err": torch.tensor([7.0])}}, families=["a"], bins=["top"], object_ids=["5"])
     assert table.summary()["median"]["metric"]["vol_rel_err"] == 3.0
+
+
+def test_baselines_and_validation_load_the_evaluation_points_not_the_training_targets(tiny_dataset, tmp_path,
+                                                                                      monkeypatch):
+    """With `data.num_gt_points` (training targets) below `eval.num_gt_points`, the retrieval and oracle
+    clouds still hold the evaluation's points, as pointstn's output is resampled from thousands (the
+    baselines once returned 2048-point clouds against pointstn's 4096 for configs/graspable_full.yaml), and
+    validation during training measures against the same ground truth as `pointstn test`."""
+    from pointstn.data.dataset import PreparedDataset
+    from pointstn.engine import trainer
+    from pointstn.engine.evaluate import evaluation_points
+    from pointstn.engine.test_run import build_methods
+
+    config = load_config(REPO / "configs" / "smoke.yaml", ExperimentConfig,
+                         [f"data.root={tiny_dataset}", "data.num_gt_points=128", "eval.num_gt_points=1024"])
+    assert evaluation_points(config, tiny_dataset) == 1024
+    assert evaluation_points(load_config(REPO / "configs" / "smoke.yaml", ExperimentConfig), tiny_dataset) == 2048
+    methods = build_methods(config, build_model(config).eval(), baselines=("retrieval", "oracle_nn"),
+                            train_root=tiny_dataset)
+    test_set = PreparedDataset(tiny_dataset, split="test", image_size=config.data.image_size, num_points=1024)
+    batch = next(iter(torch.utils.data.DataLoader(test_set, batch_size=3)))
+    for name in ("retrieval", "oracle_nn"):
+        assert methods[name](batch).points_camera.shape[1] == 1024, name
+
+    seen = []
+    monkeypatch.setattr(trainer, "validate", lambda model, dataset, cfg, **kw: seen.append(dataset.num_points) or {})
+    monkeypatch.setattr(trainer, "_calibrate_best", lambda *args: None)
+    trainer.train(load_config(REPO / "configs" / "smoke.yaml", ExperimentConfig,
+                              [f"data.root={tiny_dataset}", "data.num_gt_points=128", "eval.num_gt_points=1024",
+                               "train.max_steps=1", "train.batch_size=2", "train.val_every=1", "data.num_workers=0"]),
+                  run_dir=tmp_path / "run", progress=False)
+    assert seen == [1024]
