@@ -359,16 +359,17 @@ def test_time_limit_saves_and_stops_cleanly(tiny_dataset, tmp_path):
 # --- 4. NaN ------------------------------------------------------------------------------------------
 
 def test_nan_loss_stops_with_one_line_naming_the_step_and_terms(smoke_runs, tiny_dataset, tmp_path, monkeypatch):
-    """The 3rd canonical Chamfer (step 3; the psgn baseline computes one per step) turns NaN."""
+    """The 3rd canonical Chamfer turns NaN: call 5 of `chamfer_terms`, as the psgn baseline computes a
+    canonical and a camera-frame term per step, in that order."""
     run_a, _ = smoke_runs("none")
-    original, calls = losses._chamfer, []
+    original, calls = losses.chamfer_terms, []
 
     def chamfer_nan_at_step_3(*args, **kwargs):
         calls.append(1)
         value = original(*args, **kwargs)
-        return value * float("nan") if len(calls) == 3 else value
+        return value * float("nan") if len(calls) == 5 else value
 
-    monkeypatch.setattr(losses, "_chamfer", chamfer_nan_at_step_3)
+    monkeypatch.setattr(losses, "chamfer_terms", chamfer_nan_at_step_3)
     run_dir = tmp_path / "run"
     result = train_cli(run_dir, smoke_overrides(tiny_dataset, "model.decoder.kind=none", "train.checkpoint_every=1",
                                                 "train.val_every=1000"))
@@ -409,8 +410,8 @@ def test_nan_gradient_with_a_finite_loss_stops_before_it_reaches_the_weights(tin
 
 
 def test_nan_at_the_first_step_says_no_checkpoint_was_written(tiny_dataset, tmp_path, monkeypatch):
-    original = losses._chamfer
-    monkeypatch.setattr(losses, "_chamfer", lambda *a, **k: original(*a, **k) * float("nan"))
+    original = losses.chamfer_terms
+    monkeypatch.setattr(losses, "chamfer_terms", lambda *a, **k: original(*a, **k) * float("nan"))
     run_dir = tmp_path / "run"
     result = train_cli(run_dir, smoke_overrides(tiny_dataset, "model.decoder.kind=none"))
     assert result.code == 2
