@@ -95,7 +95,8 @@ def rows(case: dict) -> list[dict]:
 
 
 def figure(report: dict, *, out_md: Path) -> Path:
-    """Plot time per step and peak extra memory against every factor (log-log); returns the PNG's path."""
+    """Plot time per step and peak extra memory against every factor (log-log; a linear y axis for a panel
+    with a value <= 0); returns the PNG's path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,11 +111,13 @@ def figure(report: dict, *, out_md: Path) -> Path:
         time_ax, memory_ax = axes[0][column], axes[1][column]
         median = [r["median_s"] for r in data]
         spread = [[m - r["min_s"] for m, r in zip(median, data)], [r["max_s"] - m for m, r in zip(median, data)]]
+        memory = [r["peak_extra_mb"] for r in data]
         time_ax.errorbar(values, median, yerr=spread, marker="o", capsize=3)
-        memory_ax.plot(values, [r["peak_extra_mb"] for r in data], marker="s", color="tab:red")
-        for ax in (time_ax, memory_ax):
+        memory_ax.plot(values, memory, marker="s", color="tab:red")
+        for ax, heights in ((time_ax, median), (memory_ax, memory)):
             ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
+            # a log axis cannot show 0 (quick mode's tiny cases can add no measurable memory)
+            ax.set_yscale("log" if min(heights) > 0 else "linear")
             ax.set_xticks(values, [str(v) for v in values])
             ax.xaxis.set_minor_formatter(FormatStrFormatter(""))
             for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):

@@ -6,6 +6,7 @@ No timing assertions: timings depend on the machine.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,22 @@ def test_markdown_without_a_figure_has_no_image_link():
     text = scaling.markdown(report)
     assert "![" not in text and "quick mode" not in text
     assert "| batch size | 4 | 4 | 2.000 | 1.000 .. 3.000 | 2 | 500 | 10 | 20 | 100 | 900 |" in text
+
+
+def test_figure_draws_a_panel_with_zero_memory_without_warnings(tmp_path):
+    # quick mode's tiny cases can all measure 0 MB of extra memory, which a log axis cannot show
+    env = {"date": "d", "cpu": "c", "cpu_count": 2, "threads": 2, "torch": "t", "spconv": "s", "command": "cmd",
+           "quick": True}
+
+    def result(value, mb):
+        return {"timing": {"median_s": 0.1 * value, "min_s": 0.05, "max_s": 0.5, "n": 1}, "peak_extra_mb": mb,
+                "check": {"value": value, "batch": value, "peak_rss_mb": 300.0, "output_points_per_sample": 10.0,
+                          "finest_candidates_per_sample": 20.0}}
+
+    report = {"title": scaling.TITLE, "environment": env,
+              "cases": [{"case": "batch size", "params": {"config": "smoke.yaml"},
+                         "results": {"batch=1": result(1, 0.0), "batch=2": result(2, 0.0)}}]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = scaling.figure(report, out_md=tmp_path / "BENCHMARKS.md")
+    assert png.exists() and png.stat().st_size > 1000
