@@ -10,7 +10,7 @@ from types import ModuleType
 
 from pointstn import __version__
 from pointstn.allocator import tune_allocator
-from pointstn.cli import benchmark, config_cmd, demo, export, predict, prepare_data, test_cmd, train, verify
+from pointstn.cli import benchmark, config_cmd, demo, diagnose, export, predict, prepare_data, test_cmd, train, verify
 from pointstn.errors import PointstnError
 
 EXIT_USER_ERROR = 2
@@ -22,6 +22,7 @@ COMMANDS: dict[str, ModuleType] = {
     "verify": verify,
     "train": train,
     "test": test_cmd,
+    "diagnose": diagnose,
     "predict": predict,
     "export": export,
     "benchmark": benchmark,

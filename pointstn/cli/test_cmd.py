@@ -32,10 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pointstn.config import ExperimentConfig, load_config
-    from pointstn.data.dataset import PreparedDataset
-    from pointstn.data.format import read_manifest
     from pointstn.engine.checkpoint import model_from_checkpoint
-    from pointstn.engine.evaluate import evaluation_points
     from pointstn.engine.test_run import BASELINES, build_methods, run_test
 
     config = load_config(args.config, ExperimentConfig, args.overrides)
@@ -64,16 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if checkpoint.config.model != config.model:
         print(f"note: the model is rebuilt from {args.ckpt}'s own config; the model section of {args.config} differs")
     psgn = model_from_checkpoint(args.psgn_ckpt)[0] if "psgn" in baselines else None
-    data_root = Path(args.data or config.data.root)
-    split = args.split or config.data.test_split
-    splits = read_manifest(data_root)["splits"]
-    if not splits.get(split):
-        if args.split:
-            raise PointstnError(f"dataset {data_root} has no objects in split '{split}'")
-        print(f"note: {data_root} has no '{split}' split; evaluating all of its objects")
-        split = None
-    dataset = PreparedDataset(data_root, split=split, image_size=checkpoint.config.data.image_size,
-                              num_points=evaluation_points(config, data_root))
+    dataset = evaluation_dataset(config, checkpoint.config, data=args.data, split=args.split)
     methods = build_methods(checkpoint.config, model, baselines=baselines, psgn_model=psgn,
                             train_root=Path(checkpoint.config.data.root))
     report = run_test(config, methods, dataset, out_json=out, volumes=not args.no_volumes)
@@ -82,3 +70,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:10s} shape frame: f@1% {shape.get('f@1%', float('nan')):.4f}  cd_l2 {shape.get('cd_l2', float('nan')):.3f}")
     print(f"metrics: {out} (+ {out.with_suffix('.md').name}, {out.with_suffix('.png').name})")
     return 0
+
+
+def evaluation_dataset(config, model_config, *, data: str | None, split: str | None):
+    """The dataset `--data` / `--split` select: the config's data.root and data.test_split by default (all
+    objects, with a note, when the dataset has no such split), at the model's image size, with the
+    evaluation's ground-truth point count."""
+    from pointstn.data.dataset import PreparedDataset
+    from pointstn.data.format import read_manifest
+    from pointstn.engine.evaluate import evaluation_points
+
+    data_root = Path(data or config.data.root)
+    chosen = split or config.data.test_split
+    if not read_manifest(data_root)["splits"].get(chosen):
+        if split:
+            raise PointstnError(f"dataset {data_root} has no objects in split '{chosen}'")
+        print(f"note: {data_root} has no '{chosen}' split; evaluating all of its objects")
+        chosen = None
+    return PreparedDataset(data_root, split=chosen, image_size=model_config.data.image_size,
+                           num_points=evaluation_points(config, data_root))

@@ -212,6 +212,7 @@ class PointHead(nn.Module):
         super().__init__()
         self.points_per_voxel = points_per_voxel
         self.linear = nn.Linear(in_channels, 3 * points_per_voxel)
+        self.centres_only = False  # diagnosis only (`pointstn.engine.diagnose`): every point at its voxel's centre
 
     def forward(
         self, coords: Tensor, features: Tensor, *, resolution: int, batch_size: int, order: Tensor | None = None
@@ -224,6 +225,8 @@ class PointHead(nn.Module):
         """
         k = self.points_per_voxel
         offsets = torch.tanh(self.linear(features))
+        if self.centres_only:
+            offsets = torch.zeros_like(offsets)
         if order is not None:
             coords, offsets = coords[order], offsets[order]
         offsets = offsets.view(-1, k, 3)
@@ -325,6 +328,8 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
             init_occupancy_head(head)
         self.lift = level_projections(in_channels, c) if level_features else None
         self.point_head = PointHead(in_channels=c[0], points_per_voxel=points_per_voxel)
+        # diagnosis only (`pointstn.engine.diagnose`): levels that keep exactly the ground truth's voxels, in any mode
+        self.true_voxel_levels: frozenset[int] = frozenset()
         set_dense_path(self, dense_path)
         self.recompute = bool(recompute)  # forward runs in a RecomputeScope (`recomputing`)
 
@@ -368,10 +373,13 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
                 x = replace_features(x, x.features + self.lift[level](lift(x.indices, resolution)))
             logits = self.heads[level](x.features).squeeze(1)
             occupied = None if targets is None else is_occupied(x.indices, targets.levels[level], resolution=resolution)
-            keep = keep_voxels(
-                x.indices[:, 0], logits, occupied if self.training else None,
-                threshold_logit=threshold, cap=self.caps[level], batch_size=batch, floor=self.floors[level],
-            )  # fmt: skip
+            if level in self.true_voxel_levels:
+                keep = self._true_voxels(x.indices[:, 0], logits, occupied, level=level, batch_size=batch)
+            else:
+                keep = keep_voxels(
+                    x.indices[:, 0], logits, occupied if self.training else None,
+                    threshold_logit=threshold, cap=self.caps[level], batch_size=batch, floor=self.floors[level],
+                )  # fmt: skip
             labels = None if occupied is None else occupied.to(logits.dtype)
             levels[level] = LevelOutput(coords=x.indices, logits=logits, targets=labels, resolution=resolution)
             x = self.refine[level](prune(x, keep))
@@ -380,6 +388,15 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
             x.indices, x.features, resolution=self.resolution, batch_size=batch, order=order
         )
         return DecoderOutput(points=out_points, lengths=out_lengths, levels=tuple(levels))
+
+    def _true_voxels(self, batch_index: Tensor, logits: Tensor, occupied: Tensor | None, *, level: int,
+                     batch_size: int) -> Tensor:
+        """`true_voxel_levels`' keep rule: exactly the ground-truth-occupied candidates (a sample without any
+        keeps its top-scoring voxel, as `keep_voxels` guarantees)."""
+        if occupied is None:
+            raise ValueError(f"level {level} is in true_voxel_levels: pass `targets`")
+        return keep_voxels(batch_index, logits, occupied, threshold_logit=math.inf, cap=self.caps[level],
+                           batch_size=batch_size, floor=1)
 
     def _voxel_input(self, points: Tensor, features: Tensor, lengths: Tensor | None) -> SparseConvTensor:
         r = self.resolution

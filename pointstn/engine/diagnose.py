@@ -1,0 +1,138 @@
+"""Where `f@1%` is lost inside the sparse decoder: its own voxel choice at each level against the truth's.
+
+The decoder chooses voxels coarse to fine: a voxel a coarse level drops cannot be filled in below it,
+and the finest level's points are the voxels' centres plus the point head's offsets. The breakdown
+evaluates one model several times on the same images (shape frame, the evaluation's point count and
+resampling), each time with the ground truth's voxels (labelled as in training, `target_frame`)
+kept at some levels instead of the decoder's own choice:
+
+- `model`: the decoder's own voxels at every level (what inference does);
+- `true at R<c>-R<r>`: the truth's voxels at every level from the coarsest (resolution c) down to
+  resolution r, the decoder's own below (so each row adds one level to the one above it);
+- `true voxels, centre points`: the truth's voxels at every level, every point at its voxel's centre
+  (what the point head's offsets add or cost on the right voxels).
+
+Per level it also reports, for the model's own choice, how many voxels it kept, the share of them the
+truth occupies (precision) and the share of the truth's voxels among its candidates that it kept
+(recall of what the coarser levels left reachable). The true-voxel rows read the ground truth, so
+they are bounds for diagnosis, not results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from pointstn.engine.evaluate import resample
+from pointstn.errors import PointstnError
+from pointstn.ops.metrics import cloud_metrics
+
+VALIDATION_BATCH = 16
+
+
+@contextlib.contextmanager
+def true_voxels(decoder, levels) -> Iterator[None]:
+    """While open, `decoder` keeps exactly the ground truth's voxels at `levels` (indices, 0 = finest)."""
+    before = decoder.true_voxel_levels
+    decoder.true_voxel_levels = frozenset(levels)
+    try:
+        yield
+    finally:
+        decoder.true_voxel_levels = before
+
+
+@contextlib.contextmanager
+def centre_points(decoder) -> Iterator[None]:
+    """While open, the point head puts every point at its voxel's centre."""
+    before = decoder.point_head.centres_only
+    decoder.point_head.centres_only = True
+    try:
+        yield
+    finally:
+        decoder.point_head.centres_only = before
+
+
+def variants(resolutions: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """name -> (levels that keep the true voxels, centre points), in report order."""
+    coarsest = len(resolutions) - 1
+    rows: dict[str, tuple[tuple[int, ...], bool]] = {"model": ((), False)}
+    for finest_true in reversed(range(len(resolutions))):
+        span = f"R{resolutions[coarsest]}" + (f"-R{resolutions[finest_true]}" if finest_true < coarsest else "")
+        rows[f"true at {span}"] = (tuple(range(finest_true, coarsest + 1)), False)
+    rows["true voxels, centre points"] = (tuple(range(coarsest + 1)), True)
+    return rows
+
+
+def level_breakdown(model, dataset, *, target_frame: str, num_pred_points: int, resample_how: str,
+                    max_images: int | None = None) -> dict[str, Any]:
+    """The breakdown (module docstring) over `dataset` (or `max_images` of it, at even strides).
+
+    Returns {"f@1%": {variant: mean}, "levels": [{"resolution", "kept", "precision", "recall"}, ...]
+    (coarsest first, means over images), "n_samples": N}.
+    """
+    decoder = getattr(model, "decoder", None)
+    if decoder is None or not hasattr(decoder, "true_voxel_levels"):
+        raise PointstnError("the breakdown needs a model with the sparse decoder (model.decoder.kind: sparse)")
+    if target_frame not in ("predicted", "canonical"):
+        raise ValueError(f"unknown target_frame {target_frame!r}")
+    items = dataset
+    if max_images is not None:
+        if max_images < 1:
+            raise PointstnError(f"max_images must be >= 1; got {max_images}")
+        items = torch.utils.data.Subset(dataset, range(0, len(dataset), max(1, -(-len(dataset) // max_images))))
+    if len(items) == 0:
+        raise PointstnError("the breakdown needs at least one image")
+    rows = variants(tuple(decoder.resolutions))
+    sums = dict.fromkeys(rows, 0.0)
+    level_sums = [{"kept": 0.0, "precision": 0.0, "recall": 0.0} for _ in decoder.resolutions]
+    count = 0
+    model.eval()
+    loader = torch.utils.data.DataLoader(items, batch_size=VALIDATION_BATCH, shuffle=False, num_workers=0)
+    with torch.no_grad():
+        for batch in loader:
+            truth = ({"gt_points_camera": batch.points_camera} if target_frame == "predicted" else
+                     {"gt_points": batch.points / batch.extents.max(dim=1).values[:, None, None]})
+            for name, (levels, centres) in rows.items():
+                with true_voxels(decoder, levels), (centre_points(decoder) if centres else contextlib.nullcontext()):
+                    out = model(batch.image, **truth)
+                chosen = resample(out.points_camera.float(), out.lengths, num_pred_points, resample_how)
+                scores = cloud_metrics(chosen.points, batch.points_camera.float(), "shape", chosen.lengths)
+                sums[name] += float(scores["f@1%"].double().sum())
+                if name == "model":
+                    _add_level_scores(level_sums, out.levels, decoder, batch_size=len(batch.image))
+            count += len(batch.image)
+    return {
+        "f@1%": {name: value / count for name, value in sums.items()},
+        "levels": [{"resolution": decoder.resolutions[level]} | {k: v / count for k, v in level_sums[level].items()}
+                   for level in reversed(range(len(decoder.resolutions)))],
+        "n_samples": count,
+    }
+
+
+def _add_level_scores(level_sums, levels, decoder, *, batch_size: int) -> None:
+    """Add each sample's kept count, precision and recall per level (the keep rule recomputed from the logits)."""
+    from pointstn.models.sparse_unet import keep_voxels, prune_threshold_logit
+
+    for level, out in enumerate(levels):
+        sample = out.coords[:, 0].long()
+        keep = keep_voxels(sample, out.logits, None, threshold_logit=prune_threshold_logit(decoder.prune_threshold),
+                           cap=decoder.caps[level], batch_size=batch_size, floor=decoder.floors[level])
+        occupied = out.targets.bool()
+        kept = torch.bincount(sample[keep], minlength=batch_size).double()
+        hits = torch.bincount(sample[keep & occupied], minlength=batch_size).double()
+        reachable = torch.bincount(sample[occupied], minlength=batch_size).double()
+        level_sums[level]["kept"] += float(kept.sum())
+        level_sums[level]["precision"] += float((hits / kept.clamp(min=1)).sum())
+        level_sums[level]["recall"] += float((hits / reachable.clamp(min=1)).sum())
+
+
+def markdown(report: dict[str, Any], *, command: str) -> str:
+    lines = [f"`{command}` ({report['n_samples']} images; shape frame)", "", "| decoder voxels | f@1% |", "| --- | ---: |"]
+    lines += [f"| {name} | {value:.4f} |" for name, value in report["f@1%"].items()]
+    lines += ["", "| level | voxels kept | precision | recall of the reachable true voxels |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| R{row['resolution']} | {row['kept']:.0f} | {row['precision']:.3f} | {row['recall']:.3f} |"
+              for row in report["levels"]]
+    return "\n".join(lines) + "\n"
