@@ -33,6 +33,12 @@ def run(args: argparse.Namespace) -> int:
     if args.max_images < 0:
         raise PointstnError(f"--max-images must be >= 0; got {args.max_images}")
     config = load_config(args.config, ExperimentConfig, args.overrides)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        try:  # before minutes of evaluation, not after
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PointstnError(f"cannot create the output folder {out.parent}: {exc.strerror or exc}") from None
     model, checkpoint = model_from_checkpoint(args.ckpt)
     dataset = evaluation_dataset(config, checkpoint.config, data=args.data, split=args.split)
     report = level_breakdown(model, dataset, target_frame=checkpoint.config.model.decoder.target_frame,
@@ -40,12 +46,7 @@ def run(args: argparse.Namespace) -> int:
                              max_images=args.max_images or None)
     text = markdown(report, command=_command(args))
     print(text, end="")
-    if args.out:
-        out = Path(args.out)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PointstnError(f"cannot create the output folder {out.parent}: {exc.strerror or exc}") from None
+    if out is not None:
         atomic_write_text(out, json.dumps(report, indent=1) + "\n")
         atomic_write_text(out.with_suffix(".md"), text)
         print(f"report: {out} (+ {out.with_suffix('.md').name})")

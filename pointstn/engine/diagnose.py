@@ -30,7 +30,7 @@ from pointstn.engine.evaluate import resample
 from pointstn.errors import PointstnError
 from pointstn.ops.metrics import cloud_metrics
 
-VALIDATION_BATCH = 16
+BATCH = 16
 
 
 @contextlib.contextmanager
@@ -90,7 +90,7 @@ def level_breakdown(model, dataset, *, target_frame: str, num_pred_points: int, 
     level_sums = [{"kept": 0.0, "precision": 0.0, "recall": 0.0} for _ in decoder.resolutions]
     count = 0
     model.eval()
-    loader = torch.utils.data.DataLoader(items, batch_size=VALIDATION_BATCH, shuffle=False, num_workers=0)
+    loader = torch.utils.data.DataLoader(items, batch_size=BATCH, shuffle=False, num_workers=0)
     with torch.no_grad():
         for batch in loader:
             truth = ({"gt_points_camera": batch.points_camera} if target_frame == "predicted" else
