@@ -7,17 +7,14 @@ import json
 import shlex
 from pathlib import Path
 
+from pointstn.cli.test_cmd import add_evaluation_arguments
 from pointstn.errors import PointstnError
 
 HELP = "f@1% with the decoder's own voxels vs the truth's at each level (a diagnosis; reads the ground truth)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="experiment YAML: data and eval settings (the model comes from --ckpt)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    parser.add_argument("--ckpt", required=True, help="model checkpoint with the sparse decoder (e.g. runs/demo/best.pt)")
-    parser.add_argument("--data", help="prepared dataset (default: data.root of the config)")
-    parser.add_argument("--split", help="split (default: data.test_split; all objects if the dataset has no such split)")
+    add_evaluation_arguments(parser, ckpt_help="model checkpoint with the sparse decoder (e.g. runs/demo/best.pt)")
     parser.add_argument("--max-images", type=int, default=96, metavar="N",
                         help="at most N images of the split, at even strides (default 96; 0 = all)")
     parser.add_argument("--out", default=None, help="also write the report as JSON (and Markdown beside it)")

@@ -10,13 +10,19 @@ from pointstn.errors import PointstnError
 HELP = "evaluate a checkpoint and the baselines on a split (JSON, Markdown table, figure)"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_evaluation_arguments(parser: argparse.ArgumentParser, *, ckpt_help: str) -> None:
+    """CONFIG, overrides, --ckpt, --data and --split: what every command that evaluates a checkpoint takes
+    (`evaluation_dataset` reads --data and --split)."""
     parser.add_argument("config", help="experiment YAML: data and eval settings (the model comes from --ckpt)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.resample=random")
-    parser.add_argument("--ckpt", required=True, help="model checkpoint (e.g. runs/demo/best.pt)")
+    parser.add_argument("--ckpt", required=True, help=ckpt_help)
     parser.add_argument("--data", help="prepared dataset to evaluate on (default: data.root of the config)")
     parser.add_argument("--split", help="split to evaluate (default: data.test_split; all objects if the "
                                          "dataset has no such split)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_evaluation_arguments(parser, ckpt_help="model checkpoint (e.g. runs/demo/best.pt)")
     parser.add_argument("--baselines", default="retrieval,oracle_nn",
                         help="comma-separated subset of retrieval,oracle_nn,psgn ('' for none)")
     parser.add_argument("--psgn-ckpt", help="checkpoint of the psgn baseline (decoder none), needed for psgn")
