@@ -102,7 +102,7 @@ def level_breakdown(model, dataset, *, target_frame: str, num_pred_points: int, 
                 scores = cloud_metrics(chosen.points, batch.points_camera.float(), "shape", chosen.lengths)
                 sums[name] += float(scores["f@1%"].double().sum())
                 if name == "model":
-                    _add_level_scores(level_sums, out.levels, decoder, batch_size=len(batch.image))
+                    _add_level_scores(level_sums, out.levels, batch_size=len(batch.image))
             count += len(batch.image)
     return {
         "f@1%": {name: value / count for name, value in sums.items()},
@@ -112,15 +112,10 @@ def level_breakdown(model, dataset, *, target_frame: str, num_pred_points: int, 
     }
 
 
-def _add_level_scores(level_sums, levels, decoder, *, batch_size: int) -> None:
-    """Add each sample's kept count, precision and recall per level (the keep rule recomputed from the logits)."""
-    from pointstn.models.sparse_unet import keep_voxels, prune_threshold_logit
-
+def _add_level_scores(level_sums, levels, *, batch_size: int) -> None:
+    """Add each sample's kept count, precision and recall per level."""
     for level, out in enumerate(levels):
-        sample = out.coords[:, 0].long()
-        keep = keep_voxels(sample, out.logits, None, threshold_logit=prune_threshold_logit(decoder.prune_threshold),
-                           cap=decoder.caps[level], batch_size=batch_size, floor=decoder.floors[level])
-        occupied = out.targets.bool()
+        sample, keep, occupied = out.coords[:, 0].long(), out.kept, out.targets.bool()
         kept = torch.bincount(sample[keep], minlength=batch_size).double()
         hits = torch.bincount(sample[keep & occupied], minlength=batch_size).double()
         reachable = torch.bincount(sample[occupied], minlength=batch_size).double()

@@ -21,12 +21,15 @@ class LevelOutput:
     targets: (V,) float 0/1 ground-truth occupancy of `coords` (same dtype as `logits`), or None
         when the decoder ran without ground truth.
     resolution: R of this level.
+    kept: (V,) bool, the candidates the level kept (the sparse decoder), or None where the level
+        does not prune (the dense decoder's coarse levels, which only predict).
     """
 
     coords: Tensor
     logits: Tensor
     targets: Tensor | None
     resolution: int
+    kept: Tensor | None = None
 
 
 @dataclass(frozen=True)

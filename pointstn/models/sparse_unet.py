@@ -381,7 +381,8 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
                     threshold_logit=threshold, cap=self.caps[level], batch_size=batch, floor=self.floors[level],
                 )  # fmt: skip
             labels = None if occupied is None else occupied.to(logits.dtype)
-            levels[level] = LevelOutput(coords=x.indices, logits=logits, targets=labels, resolution=resolution)
+            levels[level] = LevelOutput(coords=x.indices, logits=logits, targets=labels, resolution=resolution,
+                                        kept=keep)
             x = self.refine[level](prune(x, keep))
         order = torch.argsort(linearize_coords(x.indices, resolution=self.resolution))
         out_points, out_lengths = self.point_head(

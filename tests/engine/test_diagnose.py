@@ -40,6 +40,7 @@ def test_true_voxels_keep_exactly_the_occupied_candidates_and_centres_sit_at_vox
     with true_voxels(model, (0, 1, 2)), centre_points(model), torch.no_grad():
         out = model(points, features, targets=targets)
     kept = [_keys(level.coords[level.targets.bool()]) for level in out.levels]
+    assert all(torch.equal(level.kept, level.targets.bool()) for level in out.levels)  # what each level reports
     for level in (2, 1):  # each finer level's candidates are the children of the coarser level's kept voxels
         assert _keys(out.levels[level - 1].coords) == _children(kept[level])
     finest = out.levels[0].coords[out.levels[0].targets.bool()]
