@@ -28,6 +28,7 @@ import torch
 
 from pointstn.engine.evaluate import resample
 from pointstn.errors import PointstnError
+from pointstn.models.reconstructor import occupancy_truth
 from pointstn.ops.metrics import cloud_metrics
 
 BATCH = 16
@@ -76,8 +77,6 @@ def level_breakdown(model, dataset, *, target_frame: str, num_pred_points: int, 
     decoder = getattr(model, "decoder", None)
     if decoder is None or not hasattr(decoder, "true_voxel_levels"):
         raise PointstnError("the breakdown needs a model with the sparse decoder (model.decoder.kind: sparse)")
-    if target_frame not in ("predicted", "canonical"):
-        raise ValueError(f"unknown target_frame {target_frame!r}")
     items = dataset
     if max_images is not None:
         if max_images < 1:
@@ -93,8 +92,8 @@ def level_breakdown(model, dataset, *, target_frame: str, num_pred_points: int, 
     loader = torch.utils.data.DataLoader(items, batch_size=BATCH, shuffle=False, num_workers=0)
     with torch.no_grad():
         for batch in loader:
-            truth = ({"gt_points_camera": batch.points_camera} if target_frame == "predicted" else
-                     {"gt_points": batch.points / batch.extents.max(dim=1).values[:, None, None]})
+            truth = occupancy_truth(target_frame, points_camera=batch.points_camera, points=batch.points,
+                                    size=batch.extents.max(dim=1).values)
             for name, (levels, centres) in rows.items():
                 with true_voxels(decoder, levels), (centre_points(decoder) if centres else contextlib.nullcontext()):
                     out = model(batch.image, **truth)

@@ -47,6 +47,7 @@ from pointstn.errors import PointstnError
 from pointstn.io.atomic import atomic_write_text
 from pointstn.models.build import build_model
 from pointstn.models.losses import LossWeights, Targets, reconstruction_loss
+from pointstn.models.reconstructor import occupancy_truth
 
 log = logging.getLogger("pointstn.train")
 # keys a resumed run may change (more steps, a new time limit, other threads or workers)
@@ -263,10 +264,9 @@ def _train(config, run_dir, context, checkpoint, initial, time_limit_minutes, pr
                 targets = Targets(points=batch.points, points_camera=batch.points_camera, rotation=batch.rotation,
                                   size=batch.extents.max(dim=1).values,
                                   unique_rotation=unique_rotation[batch.object_index])
-                if config.model.decoder.target_frame == "predicted":
-                    output = network(batch.image, gt_points_camera=targets.points_camera)
-                else:
-                    output = network(batch.image, gt_points=targets.points_normalized)
+                output = network(batch.image, **occupancy_truth(config.model.decoder.target_frame,
+                                                                points_camera=targets.points_camera,
+                                                                points=targets.points, size=targets.size))
                 try:
                     subset = torch.Generator(device=context.device).manual_seed(train_cfg.seed * 1_000_003 + step)
                     loss = reconstruction_loss(output, targets, weights, fine_points=config.model.num_output_points,

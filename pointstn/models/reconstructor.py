@@ -73,6 +73,17 @@ def targets_in_predicted_frame(points_camera: Tensor, transform: SimilarityTrans
     return local, lengths
 
 
+def occupancy_truth(target_frame: str, *, points_camera: Tensor, points: Tensor, size: Tensor) -> dict[str, Tensor]:
+    """The ground-truth keyword of `Reconstructor.forward` that labels the decoder's occupancy in
+    `model.decoder.target_frame`: "predicted" -> gt_points_camera (B, N, 3) metres; "canonical" ->
+    gt_points, the canonical cloud `points` (B, N, 3) metres divided by its longest edge `size` (B,)."""
+    if target_frame == "predicted":
+        return {"gt_points_camera": points_camera}
+    if target_frame == "canonical":
+        return {"gt_points": points / size[:, None, None]}
+    raise ValueError(f"unknown target_frame {target_frame!r}; valid: predicted, canonical")
+
+
 class Reconstructor(nn.Module):
     """Single-image point-cloud reconstruction; stages are given ready-built (see build.py)."""
 

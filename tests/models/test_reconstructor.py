@@ -13,6 +13,7 @@ from pointstn.data.dataset import PreparedDataset
 from pointstn.engine.checkpoint import model_from_checkpoint, save_checkpoint
 from pointstn.models.build import build_model
 from pointstn.models.losses import LossWeights, Targets, reconstruction_loss
+from pointstn.models.reconstructor import occupancy_truth
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -190,3 +191,16 @@ def test_level_features_lift_the_image_at_every_decoder_level():
         assert grad.abs().sum() > 0
     weights = [p for name, p in model.named_parameters() if name.startswith("decoder.lift.")]
     assert len(weights) == 2 * len(out.levels)
+
+
+def test_occupancy_truth_follows_the_target_frame():
+    g = torch.Generator().manual_seed(0)
+    camera, points = torch.randn(2, 5, 3, generator=g), torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    size = torch.tensor([2.0, 0.5], dtype=torch.float64)
+    assert occupancy_truth("predicted", points_camera=camera, points=points, size=size)["gt_points_camera"] is camera
+    canonical = occupancy_truth("canonical", points_camera=camera, points=points, size=size)
+    assert set(canonical) == {"gt_points"}
+    for b in range(2):
+        assert torch.equal(canonical["gt_points"][b], points[b] / size[b])
+    with pytest.raises(ValueError, match="target_frame"):
+        occupancy_truth("camera", points_camera=camera, points=points, size=size)
