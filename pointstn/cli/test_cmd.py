@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pointstn.config import ExperimentConfig, load_config
+    from pointstn.engine.calibrate import same_network
     from pointstn.engine.checkpoint import model_from_checkpoint
     from pointstn.engine.test_run import BASELINES, build_methods, run_test
 
@@ -64,8 +65,13 @@ def run(args: argparse.Namespace) -> int:
                 voxel_floor=model.decoder.voxel_floor if args.voxel_floor is None else args.voxel_floor)
         except ValueError as exc:
             raise PointstnError(f"--prune-threshold / --voxel-floor: {exc}") from None
-    if checkpoint.config.model != config.model:
+    if not same_network(checkpoint.config.model, config.model):
         print(f"note: the model is rebuilt from {args.ckpt}'s own config; the model section of {args.config} differs")
+    if model.decoder is not None:  # calibration stores its choice in best.pt: say which pair is evaluated
+        source = "--prune-threshold/--voxel-floor" if (args.prune_threshold, args.voxel_floor) != (None, None) \
+            else f"stored in {args.ckpt}"
+        print(f"inference pruning: voxel_floor {model.decoder.voxel_floor:g}, prune_threshold "
+              f"{model.decoder.prune_threshold:g} ({source})")
     psgn = model_from_checkpoint(args.psgn_ckpt)[0] if "psgn" in baselines else None
     dataset = evaluation_dataset(config, checkpoint.config, data=args.data, split=args.split)
     methods = build_methods(checkpoint.config, model, baselines=baselines, psgn_model=psgn,

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from pointstn.config import ExperimentConfig
+from pointstn.config.schema import ModelConfig
 from pointstn.data.dataset import PreparedDataset
 from pointstn.engine.validate import LOWER_IS_BETTER, validate
 
@@ -41,6 +42,16 @@ class Calibration:
         decoder = dataclasses.replace(config.model.decoder, voxel_floor=self.voxel_floor,
                                       prune_threshold=self.prune_threshold)
         return dataclasses.replace(config, model=dataclasses.replace(config.model, decoder=decoder))
+
+
+def same_network(a: ModelConfig, b: ModelConfig) -> bool:
+    """Whether two model sections describe the same network: equal but for the decoder's inference pair
+    (`voxel_floor`, `prune_threshold`), which calibration writes into best.pt's config."""
+    def without_pruning(model: ModelConfig) -> ModelConfig:
+        decoder = dataclasses.replace(model.decoder, voxel_floor=0.0, prune_threshold=0.0)
+        return dataclasses.replace(model, decoder=decoder)
+
+    return without_pruning(a) == without_pruning(b)
 
 
 def calibrate_pruning(model, dataset: PreparedDataset, config: ExperimentConfig) -> Calibration:

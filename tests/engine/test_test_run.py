@@ -112,3 +112,22 @@ def test_baselines_and_validation_load_the_evaluation_points_not_the_training_ta
                                "train.max_steps=1", "train.batch_size=2", "train.val_every=1", "data.num_workers=0"]),
                   run_dir=tmp_path / "run", progress=False)
     assert seen == [1024]
+
+
+def test_a_calibrated_checkpoint_is_not_reported_as_a_different_model(tiny_dataset, tmp_path, capsys):
+    """Calibration stores its (voxel_floor, prune_threshold) in best.pt: the command names the pair it
+    evaluates and keeps the "differs" note for a different network."""
+    base = ["test", str(REPO / "configs" / "smoke.yaml"), f"data.root={tiny_dataset}", "eval.num_gt_points=256",
+            "eval.num_pred_points=128", "--baselines", "", "--no-volumes"]
+    calibrated = _checkpoint(tmp_path / "calibrated.pt", tiny_dataset, "model.decoder.voxel_floor=2",
+                             "model.decoder.prune_threshold=0.7")
+    assert main(base + ["--ckpt", str(calibrated), "--out", str(tmp_path / "a.json")]) == 0
+    out = capsys.readouterr().out
+    assert "differs" not in out
+    assert f"inference pruning: voxel_floor 2, prune_threshold 0.7 (stored in {calibrated})" in out
+    assert main(base + ["--ckpt", str(calibrated), "--out", str(tmp_path / "b.json"), "--voxel-floor", "1"]) == 0
+    assert "inference pruning: voxel_floor 1, prune_threshold 0.7 (--prune-threshold/--voxel-floor)" in \
+        capsys.readouterr().out
+    other = _checkpoint(tmp_path / "other.pt", tiny_dataset, "model.decoder.points_per_voxel=3")
+    assert main(base + ["--ckpt", str(other), "--out", str(tmp_path / "c.json")]) == 0
+    assert "the model section of" in capsys.readouterr().out
