@@ -80,6 +80,9 @@ class DecoderConfig:
         "canonical", help="frame of the occupancy labels: the true canonical one, or the one the STN predicted"
     )
     voxel_floor: float = param(0.5, min=0.0, max=8.0, help="every level keeps at least ceil(f * r^2) voxels per sample")
+    coarse_blocks: int = param(
+        0, min=0, max=16, help="sparse decoder: residual SubM blocks at the coarsest level, before its occupancy head"
+    )
     level_features: bool = param(
         False, help="every decoder level samples image features at its candidate voxels (through T) for its occupancy"
     )

@@ -26,8 +26,12 @@ def _decoder_class(kind: str):
 
 
 def _kind_options(decoder: DecoderConfig) -> dict:
-    """Constructor options only one decoder kind has (the dense path exists for sparse convolutions only)."""
-    return {"dense_path": decoder.dense_path} if decoder.kind == "sparse" else {}
+    """Constructor options only the sparse decoder has (the dense path exists for sparse convolutions only)."""
+    if decoder.kind == "sparse":
+        return {"dense_path": decoder.dense_path, "coarse_blocks": decoder.coarse_blocks}
+    if decoder.coarse_blocks:
+        raise ValueError(f"model.decoder.coarse_blocks is a sparse-decoder option; kind {decoder.kind!r} has none")
+    return {}
 
 
 def normalized_focal(fov_y_deg: float) -> float:

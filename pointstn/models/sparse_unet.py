@@ -5,7 +5,9 @@ points + features (B, N, 3) / (B, N, C_in), normalized canonical frame
 -> encoder: SubM block at R; per coarser level a k2 s2 SparseConv3d (each voxel goes to its parent,
    so the active set is exactly the parents' set) + SubM block, down to R / 2**(L - 1)
 -> coarsest level: k3 s1 p1 SparseConv3d (dilates the active set by one voxel, so hidden sides can
-   appear) -> occupancy head -> prune -> SubM block
+   appear) -> `coarse_blocks` residual SubM blocks (context across the coarse grid: with a lattice every
+   cell is active, and each block widens what a cell's head sees by one cell each way) -> occupancy
+   head -> prune -> SubM block
 -> per finer level: k2 s2 SparseConvTranspose3d (all 8 children of every kept voxel) + the encoder's
    features at the same coordinates (joined by voxel keys) -> norm, ReLU -> occupancy head -> prune
    -> SubM block
@@ -289,6 +291,8 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
             lattice) run as dense conv3d: same result, faster on CPU (`pointstn.ops.sparse.dense_path`).
         recompute: norm + ReLU outputs are recomputed in the backward pass instead of kept: less
             memory, a slower step, the same values and gradients (`pointstn.models.channel_norm`).
+        coarse_blocks: residual SubM blocks (x + block(x)) on the coarsest level between `grow` and
+            its occupancy head.
     """
 
     def __init__(
@@ -304,6 +308,7 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         level_features: bool = False,
         dense_path: bool = True,
         recompute: bool = False,
+        coarse_blocks: int = 0,
     ):
         super().__init__()
         self.resolutions = check_decoder_arguments(
@@ -319,6 +324,9 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         self.stem = _subm_block(in_channels, c[0], "enc0")
         self.down = nn.ModuleList(_down_block(c[l - 1], c[l], f"enc{l}") for l in range(1, levels))
         self.grow = nn.Sequential(SparseConv3d(c[-1], c[-1], 3, 1, 1, bias=False), _norm_relu(c[-1]))
+        if not isinstance(coarse_blocks, int) or isinstance(coarse_blocks, bool) or coarse_blocks < 0:
+            raise ValueError(f"coarse_blocks must be an int >= 0, got {coarse_blocks!r}")
+        self.context = nn.ModuleList(_subm_block(c[-1], c[-1], "ctx") for _ in range(coarse_blocks))
         self.up = nn.ModuleList(SparseConvTranspose3d(c[l + 1], c[l], 2, 2, bias=False) for l in range(levels - 1))
         # one-module Sequentials: the checkpoints' keys (up_norm.L.0.*) from when the ReLU was a second module
         self.up_norm = nn.ModuleList(nn.Sequential(_norm_relu(c[l])) for l in range(levels - 1))
@@ -361,6 +369,8 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
             skips.append(x)
             x = down(x)
         x = self.grow(x)
+        for block in self.context:
+            x = replace_features(x, x.features + block(x).features)
         threshold = prune_threshold_logit(self.prune_threshold)
         levels: list[LevelOutput | None] = [None] * len(self.channels)
         for level in reversed(range(len(self.channels))):

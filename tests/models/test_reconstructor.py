@@ -204,3 +204,11 @@ def test_occupancy_truth_follows_the_target_frame():
         assert torch.equal(canonical["gt_points"][b], points[b] / size[b])
     with pytest.raises(ValueError, match="target_frame"):
         occupancy_truth("camera", points_camera=camera, points=points, size=size)
+
+
+def test_coarse_blocks_are_a_sparse_decoder_option():
+    model = build_model(smoke("model.decoder.coarse_blocks=2"))
+    assert len(model.decoder.context) == 2
+    assert len(build_model(smoke()).decoder.context) == 0  # off by default: older checkpoints keep their keys
+    with pytest.raises(ValueError, match="coarse_blocks is a sparse-decoder option"):
+        build_model(smoke("model.decoder.kind=dense", "model.decoder.coarse_blocks=2"))

@@ -19,6 +19,10 @@ from pointstn.models.sparse_unet import SparseUNetDecoder, keep_voxels, occupanc
 from pointstn.ops.voxel import linearize_coords
 
 TOL64 = {"rtol": 1e-9, "atol": 1e-10}
+# parameters for the decoder with coarse context blocks: its pruning has no ties (a voxel whose features are
+# all zero after ReLU gives its children the same logit, and the two implementations break ties differently)
+# and the coarse cap binds, as with seed 1 for the plain decoder
+SEED_CONTEXT = 2
 
 
 def random_inputs(*, batch: int, points: int, channels: int, seed: int, dtype=torch.float64):
@@ -106,6 +110,8 @@ def dense_reference(model, points, features, lengths, gt_points, *, training):
         skips.append((x, mask))
     mask = F.max_pool3d(mask, 3, stride=1, padding=1)
     x = dense_block(x, mask, model.grow[0].weight, model.grow[1].module)
+    for block in model.context:  # residual blocks on the grown coarsest level
+        x = x + dense_block(x, mask, block[0].weight, block[1].module)
     gt_sets = [naive_occupied(gt_points, torch.full((B,), gt_points.shape[1]), r) for r in model.resolutions]
     levels = [None] * L
     for level in reversed(range(L)):
@@ -163,14 +169,15 @@ def reference_loss(levels, clouds, model) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- tests
-@pytest.mark.parametrize("floor", [0.0, 0.2], ids=["floor1", "floor0.2"])
+@pytest.mark.parametrize(("floor", "coarse_blocks", "seed"), [(0.0, 0, 1), (0.2, 0, 1), (0.0, 2, SEED_CONTEXT)],
+                         ids=["floor1", "floor0.2", "context2"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_matches_dense_reference_values_and_gradients(training, floor):
+def test_matches_dense_reference_values_and_gradients(training, floor, coarse_blocks, seed):
     torch.manual_seed(0)
     model = SparseUNetDecoder(in_channels=3, channels=(4, 5), resolution=8, points_per_voxel=2, voxel_budget=0.6,
-                              voxel_floor=floor)
+                              voxel_floor=floor, coarse_blocks=coarse_blocks)
     model = model.double().train(training)
-    randomize_parameters(model, seed=1)
+    randomize_parameters(model, seed=seed)
     points, features = random_inputs(batch=3, points=40, channels=3, seed=2)
     lengths = torch.tensor([40, 25, 2])  # the last sample's only valid points are outside the grid
     gt, _ = random_inputs(batch=3, points=60, channels=1, seed=3)
@@ -200,6 +207,50 @@ def test_matches_dense_reference_values_and_gradients(training, floor):
     ref_grads = torch.autograd.grad(reference_loss(levels, clouds, model), [features, *params])
     for name, g, r in zip(["features"] + [n for n, _ in model.named_parameters()], grads, ref_grads):
         torch.testing.assert_close(g, r, **TOL64, msg=lambda m, name=name: f"gradient of {name}: {m}")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_coarse_context_on_a_full_grid_same_on_the_dense_path_and_in_spconv(threads, monkeypatch):
+    """A lattice fills the coarsest grid, so its context blocks run as dense conv3d (`dense_path`): the
+    decoder's output and gradients must equal spconv's, at 1 and 2 threads (DESIGN.md section 4)."""
+    from pointstn.models.reconstructor import lattice_points
+    from pointstn.ops.sparse import dense_path, set_dense_path
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        model = SparseUNetDecoder(in_channels=6, channels=(8, 8, 16), resolution=32, points_per_voxel=2,
+                                  coarse_blocks=2, voxel_floor=0.5).eval()
+        randomize_parameters(model, seed=5)
+        batch = 4  # 4 x 8^3 = 2048 coarse sites: the smallest grid the dense path takes
+        points = lattice_points(32).expand(batch, -1, -1).contiguous()
+        features = torch.randn(batch, points.shape[1], 6, generator=torch.Generator().manual_seed(6))
+        calls = []
+        original = dense_path.dense_convolution
+        monkeypatch.setattr("pointstn.ops.sparse.conv.dense_convolution",
+                            lambda *a, **k: calls.append(1) or original(*a, **k))
+        results = []
+        for enabled in (True, False):
+            set_dense_path(model, enabled)
+            calls.clear()
+            x = features.clone().requires_grad_()
+            out = model(points, x)
+            # dense: grow, both context blocks and the coarsest refine block at least; spconv: none
+            assert len(calls) >= 4 if enabled else not calls, (enabled, len(calls))
+            grads = torch.autograd.grad(out.points[..., 0].sum() + sum(lv.logits.sum() for lv in out.levels),
+                                        [x, *model.context.parameters()])
+            results.append((out, grads))
+        (dense, dense_grads), (sparse, sparse_grads) = results
+        for a, b in zip(dense.levels, sparse.levels):  # the same voxels, rows in another order
+            ka, kb = (torch.argsort(linearize_coords(lv.coords, resolution=lv.resolution)) for lv in (a, b))
+            assert torch.equal(a.coords[ka], b.coords[kb]) and torch.equal(a.kept[ka], b.kept[kb])
+            torch.testing.assert_close(a.logits[ka], b.logits[kb], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(dense.points, sparse.points, rtol=1e-4, atol=1e-5)
+        for a, b in zip(dense_grads, sparse_grads):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_shapes_lengths_and_bounds_float32():
@@ -309,6 +360,9 @@ def test_rejects_bad_arguments():
         SparseUNetDecoder(in_channels=3, channels=(4, 4, 4), resolution=10)
     with pytest.raises(ValueError, match="prune_threshold"):
         SparseUNetDecoder(in_channels=3, prune_threshold=1.5)
+    for blocks in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="coarse_blocks"):
+            SparseUNetDecoder(in_channels=3, coarse_blocks=blocks)
     model = SparseUNetDecoder(in_channels=3, channels=(4, 4), resolution=8)
     with pytest.raises(ValueError, match="features must be"):
         model(torch.zeros(1, 5, 3), torch.zeros(1, 5, 4))
