@@ -311,6 +311,8 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         coarse_blocks: int = 0,
     ):
         super().__init__()
+        if not isinstance(coarse_blocks, int) or isinstance(coarse_blocks, bool) or coarse_blocks < 0:
+            raise ValueError(f"coarse_blocks must be an int >= 0, got {coarse_blocks!r}")
         self.resolutions = check_decoder_arguments(
             in_channels=in_channels, channels=channels, resolution=resolution, points_per_voxel=points_per_voxel,
             voxel_budget=voxel_budget,
@@ -324,8 +326,6 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         self.stem = _subm_block(in_channels, c[0], "enc0")
         self.down = nn.ModuleList(_down_block(c[l - 1], c[l], f"enc{l}") for l in range(1, levels))
         self.grow = nn.Sequential(SparseConv3d(c[-1], c[-1], 3, 1, 1, bias=False), _norm_relu(c[-1]))
-        if not isinstance(coarse_blocks, int) or isinstance(coarse_blocks, bool) or coarse_blocks < 0:
-            raise ValueError(f"coarse_blocks must be an int >= 0, got {coarse_blocks!r}")
         self.context = nn.ModuleList(_subm_block(c[-1], c[-1], "ctx") for _ in range(coarse_blocks))
         self.up = nn.ModuleList(SparseConvTranspose3d(c[l + 1], c[l], 2, 2, bias=False) for l in range(levels - 1))
         # one-module Sequentials: the checkpoints' keys (up_norm.L.0.*) from when the ReLU was a second module
