@@ -39,19 +39,21 @@ class Calibration:
 
     def apply(self, config: ExperimentConfig) -> ExperimentConfig:
         """`config` with the chosen pair as its decoder's inference pruning."""
-        decoder = dataclasses.replace(config.model.decoder, voxel_floor=self.voxel_floor,
-                                      prune_threshold=self.prune_threshold)
-        return dataclasses.replace(config, model=dataclasses.replace(config.model, decoder=decoder))
+        model = with_inference_pruning(config.model, voxel_floor=self.voxel_floor, prune_threshold=self.prune_threshold)
+        return dataclasses.replace(config, model=model)
 
 
 def same_network(a: ModelConfig, b: ModelConfig) -> bool:
     """Whether two model sections describe the same network: equal but for the decoder's inference pair
     (`voxel_floor`, `prune_threshold`), which calibration writes into best.pt's config."""
-    def without_pruning(model: ModelConfig) -> ModelConfig:
-        decoder = dataclasses.replace(model.decoder, voxel_floor=0.0, prune_threshold=0.0)
-        return dataclasses.replace(model, decoder=decoder)
+    a, b = (with_inference_pruning(model, voxel_floor=0.0, prune_threshold=0.0) for model in (a, b))
+    return a == b
 
-    return without_pruning(a) == without_pruning(b)
+
+def with_inference_pruning(model: ModelConfig, *, voxel_floor: float, prune_threshold: float) -> ModelConfig:
+    """`model` with its decoder's inference pair replaced (the network itself is unchanged)."""
+    decoder = dataclasses.replace(model.decoder, voxel_floor=voxel_floor, prune_threshold=prune_threshold)
+    return dataclasses.replace(model, decoder=decoder)
 
 
 def calibrate_pruning(model, dataset: PreparedDataset, config: ExperimentConfig) -> Calibration:
