@@ -125,9 +125,10 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 def ground_truth_arguments(config: ExperimentConfig, targets: Targets) -> dict:
     """The keyword arguments that hand the ground truth to the model, as `pointstn.engine.trainer` does."""
-    if config.model.decoder.target_frame == "predicted":
-        return {"gt_points_camera": targets.points_camera}
-    return {"gt_points": targets.points_normalized}
+    from pointstn.models.reconstructor import occupancy_truth
+
+    return occupancy_truth(config.model.decoder.target_frame, points_camera=targets.points_camera,
+                           points=targets.points, size=targets.size)
 
 
 def train_step(model, optimizer, images: torch.Tensor, targets: Targets, *, ground_truth: dict, weights,

@@ -88,6 +88,19 @@ def test_synthetic_targets_are_consistent_in_both_frames():
     assert torch.equal(again[0], images) and torch.equal(again[1].points_camera, targets.points_camera)
 
 
+def test_ground_truth_reaches_the_model_in_its_target_frame():
+    from pointstn.config import ExperimentConfig, load_config
+
+    _, targets = model.synthetic_batch(batch=2, image_size=32, gt_points=50, seed=1)
+    for frame in ("predicted", "canonical"):
+        config = load_config(model.CONFIGS / "smoke.yaml", ExperimentConfig, [f"model.decoder.target_frame={frame}"])
+        truth = model.ground_truth_arguments(config, targets)
+        if frame == "predicted":
+            assert list(truth) == ["gt_points_camera"] and truth["gt_points_camera"] is targets.points_camera
+        else:
+            assert list(truth) == ["gt_points"] and torch.equal(truth["gt_points"], targets.points_normalized)
+
+
 def test_inference_step_checks_the_active_set_and_psgn_ignores_ground_truth():
     config, network = model.build("psgn", {"config": "smoke.yaml", "seed": 0})
     images, targets = model.synthetic_batch(batch=2, image_size=config.data.image_size, gt_points=64, seed=0)
