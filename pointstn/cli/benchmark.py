@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
         raise PointstnError(f"unknown benchmark suite '{unknown[0]}'; valid: all, {', '.join(PLANNED_SUITES)}")
     if args.threads < 1:
         raise PointstnError(f"--threads must be >= 1, got {args.threads}")
-    from pointstn.bench.runner import SUITES, run as run_suites
+    from pointstn.bench.runner import SUITES
+    from pointstn.bench.runner import run as run_suites
 
     available = [s for s in requested if s in SUITES]
     pending = [s for s in requested if s not in SUITES]

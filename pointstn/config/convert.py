@@ -11,7 +11,8 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any, Literal, Mapping, Tuple, Union
+from collections.abc import Mapping
+from typing import Any, Literal, Union
 
 from pointstn.errors import PointstnError
 
@@ -58,7 +59,7 @@ def _convert_value(tp: Any, value: Any, meta: Mapping[str, Any], key: str, origi
         if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
             fail(f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
         return value
-    if origin in (tuple, Tuple):
+    if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
             fail(f"expected a list, got {type(value).__name__} {value!r}")

@@ -135,7 +135,7 @@ def _merge(base: dict, child: dict, origins: dict[str, str], source: str, prefix
 
 
 def _record_origins(value: Any, origins: dict[str, str], source: str, dotted: str) -> None:
-    for key in [k for k in origins if k == dotted or k.startswith(dotted + ".") or k.startswith(dotted + "[")]:
+    for key in [k for k in origins if k == dotted or k.startswith((dotted + ".", dotted + "["))]:
         del origins[key]
     origins[dotted] = source
     if isinstance(value, dict):

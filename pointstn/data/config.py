@@ -8,7 +8,7 @@ Everything here is part of a dataset's identity: `--resume` refuses a folder mad
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Tuple
+from typing import Literal
 
 from pointstn.config.convert import ConfigError, param
 from pointstn.data.render.appearance import AppearanceSampler
@@ -38,7 +38,7 @@ class MeshSourceConfig:
     spec: str = ""
     units: Literal["m", "cm", "mm"] = "m"
     up: Literal["z", "y"] = "z"
-    family: Optional[str] = None
+    family: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class DatasetConfig:
     name: str = "graspable_demo"
     seed: int = param(0, min=0, max=2**31 - 1)
     source: Literal["procedural", "meshes"] = "procedural"
-    families: Tuple[str, ...] = ()  # procedural families to use; empty = every family
+    families: tuple[str, ...] = ()  # procedural families to use; empty = every family
     objects_per_family: int = param(24, min=1, max=100_000)
     meshes: MeshSourceConfig = field(default_factory=MeshSourceConfig)
     views_per_object: int = param(8, min=1, max=1000)

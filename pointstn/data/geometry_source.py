@@ -7,8 +7,9 @@ the bounding-box centre), so the rest of dataset generation does not care which 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

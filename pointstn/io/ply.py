@@ -84,7 +84,7 @@ def _show(token: str) -> str:
 
 def _split_header(head: bytes, is_whole_file: bool, path: str) -> tuple[list[str], int]:
     """Returns the header lines after "ply" and the byte offset where the body starts."""
-    if not (head.startswith(b"ply\n") or head.startswith(b"ply\r\n")):
+    if not head.startswith((b"ply\n", b"ply\r\n")):
         raise PointstnError(f"{path}: not a PLY file (it does not start with a 'ply' line)")
     lines: list[str] = []
     pos = head.index(b"\n") + 1

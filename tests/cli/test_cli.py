@@ -52,7 +52,8 @@ def test_debug_flag_shows_the_traceback(tmp_path):
 def _run_script(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run(
-        [sys.executable, str(REPO / "tools" / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, str(REPO / "tools" / script), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
 
 

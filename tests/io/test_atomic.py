@@ -107,19 +107,17 @@ class _FullDisk(io.RawIOBase):
 
 def test_disk_full_during_buffered_write_or_flush(existing, monkeypatch):
     monkeypatch.setattr(atomic.os, "fdopen", lambda fd, mode, **kw: io.BufferedWriter(_FullDisk(fd)))
-    with pytest.raises(PointstnError, match="No space left on device") as info:
-        with atomic_write(existing) as handle:
-            handle.write(b"y" * 100)  # buffered: the failure surfaces at flush time
+    with pytest.raises(PointstnError, match="No space left on device") as info, atomic_write(existing) as handle:
+        handle.write(b"y" * 100)  # buffered: the failure surfaces at flush time
     _assert_one_line_naming(info.value, existing)
     assert existing.read_bytes() == OLD
     assert _leftovers(existing.parent) == []
 
 
 def test_disk_full_raised_inside_block_becomes_pointstn_error(existing):
-    with pytest.raises(PointstnError, match="No space left on device") as info:
-        with atomic_write(existing) as handle:
-            handle.write(b"z")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with pytest.raises(PointstnError, match="No space left on device") as info, atomic_write(existing) as handle:
+        handle.write(b"z")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     _assert_one_line_naming(info.value, existing)
     assert isinstance(info.value.__cause__, OSError)
     assert existing.read_bytes() == OLD
@@ -127,7 +125,7 @@ def test_disk_full_raised_inside_block_becomes_pointstn_error(existing):
 
 def test_unrelated_oserror_in_block_is_not_rewritten(existing):
     with pytest.raises(FileNotFoundError), atomic_write(existing):
-        open(existing.parent / "does-not-exist", "rb")
+        (existing.parent / "does-not-exist").open("rb")
     assert existing.read_bytes() == OLD
     assert _leftovers(existing.parent) == []
 
