@@ -16,6 +16,11 @@ Per level it also reports, for the model's own choice, how many voxels it kept, 
 truth occupies (precision) and the share of the truth's voxels among its candidates that it kept
 (recall of what the coarser levels left reachable). The true-voxel rows read the ground truth, so
 they are bounds for diagnosis, not results.
+
+It also reports how much the predicted rotation varies over the images (`rotation_spread_deg`, the
+median angle between each image's rotation and their mean rotation). A spread near 0 means the
+localization network predicts one rotation for every image, so the decoder's frame is fixed to the
+camera's (viewer-centred) and its rotation carries no information about the object.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pointstn.engine.evaluate import resample
 from pointstn.errors import PointstnError
 from pointstn.models.reconstructor import occupancy_truth
 from pointstn.ops.metrics import cloud_metrics
+from pointstn.ops.rotation import geodesic_angle
 
 BATCH = 16
 
@@ -72,7 +78,7 @@ def level_breakdown(model, dataset, *, target_frame: str, num_pred_points: int, 
     """The breakdown (module docstring) over `dataset` (or `max_images` of it, at even strides).
 
     Returns {"f@1%": {variant: mean}, "levels": [{"resolution", "kept", "precision", "recall"}, ...]
-    (coarsest first, means over images), "n_samples": N}.
+    (coarsest first, means over images), "rotation_spread_deg": float, "n_samples": N}.
     """
     decoder = getattr(model, "decoder", None)
     if decoder is None or not hasattr(decoder, "true_voxel_levels"):
@@ -87,7 +93,7 @@ def level_breakdown(model, dataset, *, target_frame: str, num_pred_points: int, 
     rows = variants(tuple(decoder.resolutions))
     sums = dict.fromkeys(rows, 0.0)
     level_sums = [{"kept": 0.0, "precision": 0.0, "recall": 0.0} for _ in decoder.resolutions]
-    count = 0
+    count, rotations = 0, []
     model.eval()
     loader = torch.utils.data.DataLoader(items, batch_size=BATCH, shuffle=False, num_workers=0)
     with torch.no_grad():
@@ -102,13 +108,29 @@ def level_breakdown(model, dataset, *, target_frame: str, num_pred_points: int, 
                 sums[name] += float(scores["f@1%"].double().sum())
                 if name == "model":
                     _add_level_scores(level_sums, out.levels, batch_size=len(batch.image))
+                    rotations.append(out.transform.rotation.double())
             count += len(batch.image)
     return {
         "f@1%": {name: value / count for name, value in sums.items()},
         "levels": [{"resolution": decoder.resolutions[level]} | {k: v / count for k, v in level_sums[level].items()}
                    for level in reversed(range(len(decoder.resolutions)))],
+        "rotation_spread_deg": rotation_spread_deg(torch.cat(rotations)),
         "n_samples": count,
     }
+
+
+def mean_rotation(rotations: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 3) -> (3, 3): the chordal L2 mean, the rotation nearest to the mean matrix (SVD projection)."""
+    u, _, vh = torch.linalg.svd(rotations.mean(dim=0))
+    flip = torch.ones(3, dtype=rotations.dtype)
+    flip[2] = torch.sign(torch.det(u @ vh))  # a proper rotation (det +1)
+    return u @ torch.diag(flip) @ vh
+
+
+def rotation_spread_deg(rotations: torch.Tensor) -> float:
+    """Median angle (degrees) between each of the (N, 3, 3) rotations and their mean rotation."""
+    mean = mean_rotation(rotations).expand_as(rotations)
+    return float(torch.rad2deg(geodesic_angle(mean, rotations)).median())
 
 
 def _add_level_scores(level_sums, levels, *, batch_size: int) -> None:
@@ -129,4 +151,7 @@ def markdown(report: dict[str, Any], *, command: str) -> str:
     lines += ["", "| level | voxels kept | precision | recall of the reachable true voxels |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| R{row['resolution']} | {row['kept']:.0f} | {row['precision']:.3f} | {row['recall']:.3f} |"
               for row in report["levels"]]
+    rotation = (f"Predicted rotation: median {report['rotation_spread_deg']:.1f} deg from its mean over these images "
+                "(near 0: one rotation for every image, a viewer-centred frame).")
+    lines += ["", rotation]
     return "\n".join(lines) + "\n"

@@ -12,9 +12,10 @@ import torch
 from pointstn.cli.main import main
 from pointstn.config import ExperimentConfig, load_config
 from pointstn.engine.checkpoint import save_checkpoint
-from pointstn.engine.diagnose import centre_points, true_voxels, variants
+from pointstn.engine.diagnose import centre_points, rotation_spread_deg, true_voxels, variants
 from pointstn.models.build import build_model
 from pointstn.models.sparse_unet import SparseUNetDecoder
+from pointstn.ops.rotation import axis_angle_to_matrix, random_rotation
 from pointstn.ops.voxel import voxel_centers
 from tests.models.test_sparse_unet import random_inputs, randomize_parameters
 
@@ -94,9 +95,11 @@ def test_command_writes_the_breakdown(tiny_dataset, tmp_path, capsys):
     assert [row["resolution"] for row in report["levels"]] == list(reversed(resolutions))
     for row in report["levels"]:
         assert row["kept"] >= 1 and 0.0 <= row["precision"] <= 1.0 and 0.0 <= row["recall"] <= 1.0
+    assert 0.0 <= report["rotation_spread_deg"] <= 180.0
     assert report["n_samples"] == 3  # 9 test images at stride 3
     printed = capsys.readouterr().out
     assert "| true voxels, centre points |" in printed and out.with_suffix(".md").read_text() in printed
+    assert "Predicted rotation: median" in printed
 
 
 def test_bad_requests_are_one_line_errors(tiny_dataset, tmp_path, capsys):
@@ -110,3 +113,14 @@ def test_bad_requests_are_one_line_errors(tiny_dataset, tmp_path, capsys):
     assert main(base + [str(tmp_path / "missing.pt")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 4 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rotation_spread_is_the_median_angle_from_the_mean_rotation(seed):
+    generator = torch.Generator().manual_seed(seed)
+    base = random_rotation(1, generator=generator, dtype=torch.float64)[0]
+    axis = torch.nn.functional.normalize(torch.randn(3, generator=generator, dtype=torch.float64), dim=0)
+    angles = torch.tensor([-0.4, -0.1, 0.0, 0.1, 0.4], dtype=torch.float64)  # symmetric: the mean is `base`
+    rotations = base @ axis_angle_to_matrix(angles[:, None] * axis)
+    assert rotation_spread_deg(rotations) == pytest.approx(0.1 * 180 / torch.pi, rel=1e-9)
+    assert rotation_spread_deg(base.expand(4, 3, 3)) == pytest.approx(0.0, abs=1e-6)
