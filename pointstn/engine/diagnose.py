@@ -122,7 +122,7 @@ def level_breakdown(model, dataset, *, target_frame: str, num_pred_points: int, 
 def mean_rotation(rotations: torch.Tensor) -> torch.Tensor:
     """(N, 3, 3) -> (3, 3): the chordal L2 mean, the rotation nearest to the mean matrix (SVD projection)."""
     u, _, vh = torch.linalg.svd(rotations.mean(dim=0))
-    flip = torch.ones(3, dtype=rotations.dtype)
+    flip = torch.ones(3, dtype=rotations.dtype, device=rotations.device)
     flip[2] = torch.sign(torch.det(u @ vh))  # a proper rotation (det +1)
     return u @ torch.diag(flip) @ vh
 
