@@ -21,6 +21,15 @@ It also reports how much the predicted rotation varies over the images (`rotatio
 median angle between each image's rotation and their mean rotation). A spread near 0 means the
 localization network predicts one rotation for every image, so the decoder's frame is fixed to the
 camera's (viewer-centred) and its rotation carries no information about the object.
+
+And how well the predicted rotation finds the object's up axis (`up_axis_error_deg`): the median angle
+between the lines of the canonical +z axis in the camera frame under the predicted and the true
+rotation (0-90 deg). Unlike the rotation error it means the same for every object, symmetric or not
+(any symmetry of an upright object keeps its up axis as a line). Next to it, the same error of one
+constant axis for every image, the truth's mean axis over these images (it reads the truth): a model
+whose error is not below that one has not learned which way is up. The procedural datasets keep
+every object upright (+z up) in the canonical frame; for other data the numbers mean what their
+canonical +z means.
 """
 
 from __future__ import annotations
@@ -78,7 +87,8 @@ def level_breakdown(model, dataset, *, target_frame: str, num_pred_points: int, 
     """The breakdown (module docstring) over `dataset` (or `max_images` of it, at even strides).
 
     Returns {"f@1%": {variant: mean}, "levels": [{"resolution", "kept", "precision", "recall"}, ...]
-    (coarsest first, means over images), "rotation_spread_deg": float, "n_samples": N}.
+    (coarsest first, means over images), "rotation_spread_deg": float, "up_axis_error_deg": {"model": float,
+    "mean_true_axis": float}, "n_samples": N}.
     """
     decoder = getattr(model, "decoder", None)
     if decoder is None or not hasattr(decoder, "true_voxel_levels"):
@@ -93,7 +103,7 @@ def level_breakdown(model, dataset, *, target_frame: str, num_pred_points: int, 
     rows = variants(tuple(decoder.resolutions))
     sums = dict.fromkeys(rows, 0.0)
     level_sums = [{"kept": 0.0, "precision": 0.0, "recall": 0.0} for _ in decoder.resolutions]
-    count, rotations = 0, []
+    count, rotations, true_rotations = 0, [], []
     model.eval()
     loader = torch.utils.data.DataLoader(items, batch_size=BATCH, shuffle=False, num_workers=0)
     with torch.no_grad():
@@ -109,12 +119,14 @@ def level_breakdown(model, dataset, *, target_frame: str, num_pred_points: int, 
                 if name == "model":
                     _add_level_scores(level_sums, out.levels, batch_size=len(batch.image))
                     rotations.append(out.transform.rotation.double())
+                    true_rotations.append(batch.rotation.double())
             count += len(batch.image)
     return {
         "f@1%": {name: value / count for name, value in sums.items()},
         "levels": [{"resolution": decoder.resolutions[level]} | {k: v / count for k, v in level_sums[level].items()}
                    for level in reversed(range(len(decoder.resolutions)))],
         "rotation_spread_deg": rotation_spread_deg(torch.cat(rotations)),
+        "up_axis_error_deg": up_axis_errors_deg(torch.cat(rotations), torch.cat(true_rotations)),
         "n_samples": count,
     }
 
@@ -131,6 +143,20 @@ def rotation_spread_deg(rotations: torch.Tensor) -> float:
     """Median angle (degrees) between each of the (N, 3, 3) rotations and their mean rotation."""
     mean = mean_rotation(rotations).expand_as(rotations)
     return float(torch.rad2deg(geodesic_angle(mean, rotations)).median())
+
+
+def line_angle_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N,) angle in degrees (0-90) between the lines along the (N, 3) unit vectors `a` and `b`."""
+    return torch.rad2deg(torch.acos((a * b).sum(dim=-1).abs().clamp(max=1.0)))
+
+
+def up_axis_errors_deg(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """Median up-axis errors (module docstring) of (N, 3, 3) predicted camera-from-canonical rotations
+    against the true ones: {"model": ..., "mean_true_axis": ...}."""
+    true_axis = truth[:, :, 2]
+    mean_axis = torch.nn.functional.normalize(true_axis.mean(dim=0), dim=0).expand_as(true_axis)
+    return {"model": float(line_angle_deg(predicted[:, :, 2], true_axis).median()),
+            "mean_true_axis": float(line_angle_deg(mean_axis, true_axis).median())}
 
 
 def _add_level_scores(level_sums, levels, *, batch_size: int) -> None:
@@ -153,5 +179,7 @@ def markdown(report: dict[str, Any], *, command: str) -> str:
               for row in report["levels"]]
     rotation = (f"Predicted rotation: median {report['rotation_spread_deg']:.1f} deg from its mean over these images "
                 "(near 0: one rotation for every image, a viewer-centred frame).")
-    lines += ["", rotation]
+    up = report["up_axis_error_deg"]
+    lines += ["", rotation, "", f"Up axis (canonical +z): median error {up['model']:.1f} deg; one constant axis, the "
+              f"truth's mean, would score {up['mean_true_axis']:.1f} deg."]
     return "\n".join(lines) + "\n"

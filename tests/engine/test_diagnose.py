@@ -12,7 +12,7 @@ import torch
 from pointstn.cli.main import main
 from pointstn.config import ExperimentConfig, load_config
 from pointstn.engine.checkpoint import save_checkpoint
-from pointstn.engine.diagnose import centre_points, rotation_spread_deg, true_voxels, variants
+from pointstn.engine.diagnose import centre_points, rotation_spread_deg, true_voxels, up_axis_errors_deg, variants
 from pointstn.models.build import build_model
 from pointstn.models.sparse_unet import SparseUNetDecoder
 from pointstn.ops.rotation import axis_angle_to_matrix, random_rotation
@@ -96,10 +96,12 @@ def test_command_writes_the_breakdown(tiny_dataset, tmp_path, capsys):
     for row in report["levels"]:
         assert row["kept"] >= 1 and 0.0 <= row["precision"] <= 1.0 and 0.0 <= row["recall"] <= 1.0
     assert 0.0 <= report["rotation_spread_deg"] <= 180.0
+    assert set(report["up_axis_error_deg"]) == {"model", "mean_true_axis"}
+    assert all(0.0 <= v <= 90.0 for v in report["up_axis_error_deg"].values())
     assert report["n_samples"] == 3  # 9 test images at stride 3
     printed = capsys.readouterr().out
     assert "| true voxels, centre points |" in printed and out.with_suffix(".md").read_text() in printed
-    assert "Predicted rotation: median" in printed
+    assert "Predicted rotation: median" in printed and "Up axis (canonical +z): median error" in printed
 
 
 def test_bad_requests_are_one_line_errors(tiny_dataset, tmp_path, capsys):
@@ -124,3 +126,25 @@ def test_rotation_spread_is_the_median_angle_from_the_mean_rotation(seed):
     rotations = base @ axis_angle_to_matrix(angles[:, None] * axis)
     assert rotation_spread_deg(rotations) == pytest.approx(0.1 * 180 / torch.pi, rel=1e-9)
     assert rotation_spread_deg(base.expand(4, 3, 3)) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_up_axis_error_is_the_angle_between_the_up_lines(seed):
+    generator = torch.Generator().manual_seed(seed)
+    truth = random_rotation(5, generator=generator, dtype=torch.float64)
+    z = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    about_up = axis_angle_to_matrix(torch.rand(5, 1, generator=generator, dtype=torch.float64) * 6.0 * z)
+    upside_down = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
+    # turning the object about its own up axis, or upside down, keeps the up line: no error
+    assert up_axis_errors_deg(truth @ about_up, truth)["model"] == pytest.approx(0.0, abs=1e-5)
+    assert up_axis_errors_deg(truth @ upside_down, truth)["model"] == pytest.approx(0.0, abs=1e-5)
+    # tilting it by a known angle about a horizontal canonical axis: that angle (folded into 0-90 deg)
+    angles = torch.tensor([0.2, 0.5, 1.0, 1.4, 2.9], dtype=torch.float64)
+    horizontal = torch.nn.functional.normalize(torch.cat((torch.randn(5, 2, generator=generator, dtype=torch.float64),
+                                                          torch.zeros(5, 1, dtype=torch.float64)), dim=1), dim=1)
+    tilted = truth @ axis_angle_to_matrix(angles[:, None] * horizontal)
+    folded = [min(a, 180.0 - a) for a in torch.rad2deg(angles).tolist()]
+    assert up_axis_errors_deg(tilted, truth)["model"] == pytest.approx(sorted(folded)[2], rel=1e-7)
+    # one shared up axis (different turns about it): the truth's mean axis is exact
+    shared = truth[:1] @ about_up
+    assert up_axis_errors_deg(tilted, shared)["mean_true_axis"] == pytest.approx(0.0, abs=1e-5)
