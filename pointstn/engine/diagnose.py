@@ -180,6 +180,7 @@ def markdown(report: dict[str, Any], *, command: str) -> str:
     rotation = (f"Predicted rotation: median {report['rotation_spread_deg']:.1f} deg from its mean over these images "
                 "(near 0: one rotation for every image, a viewer-centred frame).")
     up = report["up_axis_error_deg"]
-    lines += ["", rotation, "", f"Up axis (canonical +z): median error {up['model']:.1f} deg; one constant axis, the "
-              f"truth's mean, would score {up['mean_true_axis']:.1f} deg."]
+    up_axis = (f"Up axis (canonical +z): median error {up['model']:.1f} deg; one constant axis, the truth's mean, "
+               f"would score {up['mean_true_axis']:.1f} deg.")
+    lines += ["", rotation, "", up_axis]
     return "\n".join(lines) + "\n"
