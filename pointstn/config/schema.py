@@ -132,6 +132,10 @@ class LossConfig:
         0.0, min=0.0, max=1e6,
         help="pose loss: rotation (symmetry-aware) + log-scale + translation terms (needs poses)",
     )  # fmt: skip
+    up_axis: float = param(
+        0.0, min=0.0, max=1e6,
+        help="up-axis loss: sin^2 of the angle between the predicted and true lines of canonical +z (needs poses)",
+    )  # fmt: skip
     # the fine cloud's Chamfer terms: "squared" (PyTorch3D's default) or "unsquared" Euclidean distances
     fine_distance: Literal["squared", "unsquared"] = "squared"
 

@@ -1,5 +1,6 @@
 """Training losses: Chamfer (PyTorch3D semantics) on the coarse and fine clouds in the canonical and
-camera frames, per-level occupancy BCE, and an optional geodesic rotation loss.
+camera frames, per-level occupancy BCE, and optional pose terms (geodesic rotation, the symmetry-aware pose
+loss, the up-axis loss).
 
 Units. Canonical-frame terms compare normalized clouds (the object's longest edge is 1). Camera-frame
 terms are computed in metres and divided by the squared ground-truth longest edge (by the edge itself
@@ -29,6 +30,7 @@ class LossWeights:
     occupancy: float = 1.0
     rotation: float = 0.0
     pose: float = 0.0
+    up_axis: float = 0.0
     fine_distance: str = "squared"
 
     @classmethod
@@ -161,6 +163,19 @@ def pose_loss(output: ReconstructionOutput, targets: Targets) -> Tensor:
     return (rotation + scale + translation).mean()
 
 
+def up_axis_loss(rotation: Tensor, truth: Tensor) -> Tensor:
+    """Mean over the batch of sin^2 of the angle between the lines along canonical +z in the camera frame
+    under the (B, 3, 3) predicted and true rotations: 1 - (R[:, :, 2] . R_true[:, :, 2])^2, in [0, 1].
+
+    The same for every object, symmetric or not: any symmetry of an upright object keeps its up line,
+    and a line has no sign, so an upside-down guess of an object symmetric under that flip is not
+    penalized either. The pose loss's rotation term, by contrast, is a Chamfer distance for symmetric
+    objects, nearly flat between poses that differ by a near-symmetry (a box whose two short edges are
+    almost equal), and it did not teach the localization network the up axis (docs/RESULTS.md).
+    """
+    return (1 - (rotation[:, :, 2] * truth[:, :, 2]).sum(dim=-1).square()).mean()
+
+
 def random_subset(points: Tensor, lengths: Tensor, count: int, *others: Tensor,
                   generator: torch.Generator | None = None) -> tuple[Tensor, ...]:
     """Up to `count` random valid points per sample of a padded (B, P, 3) cloud, the same rows of every
@@ -219,6 +234,9 @@ def reconstruction_loss(output: ReconstructionOutput, targets: Targets, weights:
     if weights.pose > 0:
         terms["pose"] = pose_loss(output, targets)
         total = total + weights.pose * terms["pose"]
+    if weights.up_axis > 0:
+        terms["up_axis"] = up_axis_loss(output.transform.rotation, targets.rotation)
+        total = total + weights.up_axis * terms["up_axis"]
     terms["rotation_deg"] = torch.rad2deg(geodesic_angle(output.transform.rotation, targets.rotation)).mean()
     if weights.rotation > 0:
         total = total + weights.rotation * torch.deg2rad(terms["rotation_deg"])

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from pointstn.models.decoder_types import LevelOutput
-from pointstn.models.losses import ANCHOR_TEMPERATURE, LossWeights, Targets, random_subset, reconstruction_loss
+from pointstn.models.losses import (
+    ANCHOR_TEMPERATURE,
+    LossWeights,
+    Targets,
+    random_subset,
+    reconstruction_loss,
+    up_axis_loss,
+)
 from pointstn.models.reconstructor import ReconstructionOutput
 from pointstn.models.types import RotationHypotheses, SimilarityTransform
 from pointstn.ops.rotation import axis_angle_to_matrix
@@ -195,6 +202,41 @@ def test_pose_term_is_zero_at_the_true_pose_and_symmetric_equivalents_cost_nothi
     assert pose(true_rotation, True) < 1e-20 and pose(true_rotation, False) < 1e-20
     assert pose(spun, False) < 1e-20  # a symmetric ring turned about its axis by whole sample steps: same surface
     assert pose(spun, True) > 0.05  # by correspondence the same turn costs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_up_axis_term_matches_the_angle_reference_in_values_and_gradients(seed):
+    """sin^2 of the angle between the up lines, from acos in float64, values and gradients."""
+    g = torch.Generator().manual_seed(seed)
+    rotation = axis_angle_to_matrix(torch.randn(5, 3, generator=g, dtype=torch.float64)).requires_grad_(True)
+    truth = axis_angle_to_matrix(torch.randn(5, 3, generator=g, dtype=torch.float64))
+    angles = torch.stack([torch.acos(torch.dot(rotation[b, :, 2], truth[b, :, 2]).clamp(-1, 1)) for b in range(5)])
+    expected = torch.sin(angles).square().mean()
+    torch.testing.assert_close(up_axis_loss(rotation, truth), expected, rtol=1e-10, atol=1e-14)
+    got = torch.autograd.grad(up_axis_loss(rotation, truth), rotation)[0]
+    want = torch.autograd.grad(expected, rotation)[0]
+    torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-10)
+
+
+def test_up_axis_term_ignores_turns_about_the_up_axis_and_flips_of_the_line():
+    g = torch.Generator().manual_seed(4)
+    truth = axis_angle_to_matrix(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    about_up = axis_angle_to_matrix(torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, -2.5], [0.0, 0.0, 3.0]],
+                                                 dtype=torch.float64))
+    upside_down = axis_angle_to_matrix(torch.tensor([[math.pi, 0.0, 0.0]], dtype=torch.float64))
+    assert float(up_axis_loss(truth @ about_up, truth)) < 1e-15
+    assert float(up_axis_loss(truth @ upside_down, truth)) < 1e-15
+    quarter = axis_angle_to_matrix(torch.tensor([[0.0, math.pi / 2, 0.0]], dtype=torch.float64))
+    assert float(up_axis_loss(truth @ quarter, truth)) == pytest.approx(1.0, abs=1e-12)  # up lies on its side
+
+
+def test_up_axis_weight_adds_the_term():
+    out, targets = make_case(with_decoder=False)
+    base = reconstruction_loss(out, targets, LossWeights())
+    weighted = reconstruction_loss(out, targets, LossWeights(up_axis=2.5))
+    assert "up_axis" not in base.terms
+    torch.testing.assert_close(weighted.terms["up_axis"], up_axis_loss(out.transform.rotation, targets.rotation))
+    torch.testing.assert_close(weighted.total, base.total + 2.5 * weighted.terms["up_axis"], rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("unique", [(True, False), (False, True)])
