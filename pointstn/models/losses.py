@@ -171,7 +171,8 @@ def up_axis_loss(rotation: Tensor, truth: Tensor) -> Tensor:
     and a line has no sign, so an upside-down guess of an object symmetric under that flip is not
     penalized either. The pose loss's rotation term, by contrast, is a Chamfer distance for symmetric
     objects, nearly flat between poses that differ by a near-symmetry (a box whose two short edges are
-    almost equal), and it did not teach the localization network the up axis (docs/RESULTS.md).
+    almost equal). In pose-only runs of the full config neither term taught the localization network
+    the up axis (docs/RESULTS.md, "Session 15"), so this one is off by default.
     """
     return (1 - (rotation[:, :, 2] * truth[:, :, 2]).sum(dim=-1).square()).mean()
 
