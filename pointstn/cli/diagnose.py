@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_evaluation_arguments(parser, ckpt_help="model checkpoint with the sparse decoder (e.g. runs/demo/best.pt)")
     parser.add_argument("--max-images", type=int, default=96, metavar="N",
                         help="at most N images of the split, at even strides (default 96; 0 = all)")
+    parser.add_argument("--by-family", action="store_true",
+                        help="one breakdown per object family, each on at most --max-images of its images")
     parser.add_argument("--out", default=None, help="also write the report as JSON (and Markdown beside it)")
 
 
@@ -24,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from pointstn.cli.test_cmd import evaluation_dataset
     from pointstn.config import ExperimentConfig, load_config
     from pointstn.engine.checkpoint import model_from_checkpoint
-    from pointstn.engine.diagnose import level_breakdown, markdown
+    from pointstn.engine.diagnose import family_breakdown, family_markdown, level_breakdown, markdown
     from pointstn.io.atomic import atomic_write_text
 
     if args.max_images < 0:
@@ -38,10 +40,11 @@ def run(args: argparse.Namespace) -> int:
             raise PointstnError(f"cannot create the output folder {out.parent}: {exc.strerror or exc}") from None
     model, checkpoint = model_from_checkpoint(args.ckpt)
     dataset = evaluation_dataset(config, checkpoint.config, data=args.data, split=args.split)
-    report = level_breakdown(model, dataset, target_frame=checkpoint.config.model.decoder.target_frame,
-                             num_pred_points=config.eval.num_pred_points, resample_how=config.eval.resample,
-                             max_images=args.max_images or None)
-    text = markdown(report, command=_command(args))
+    breakdown, render = (family_breakdown, family_markdown) if args.by_family else (level_breakdown, markdown)
+    report = breakdown(model, dataset, target_frame=checkpoint.config.model.decoder.target_frame,
+                       num_pred_points=config.eval.num_pred_points, resample_how=config.eval.resample,
+                       max_images=args.max_images or None)
+    text = render(report, command=_command(args))
     print(text, end="")
     if out is not None:
         atomic_write_text(out, json.dumps(report, indent=1) + "\n")
@@ -56,5 +59,5 @@ def _command(args: argparse.Namespace) -> str:
     for flag, value in (("--data", args.data), ("--split", args.split)):
         if value:
             words += [flag, value]
-    words += ["--max-images", str(args.max_images)]
+    words += ["--max-images", str(args.max_images)] + (["--by-family"] if args.by_family else [])
     return " ".join(shlex.quote(w) for w in words)

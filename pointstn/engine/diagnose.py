@@ -30,6 +30,9 @@ constant axis for every image, the truth's mean axis over these images (it reads
 whose error is not below that one has not learned which way is up. The procedural datasets keep
 every object upright (+z up) in the canonical frame; for other data the numbers mean what their
 canonical +z means.
+
+`family_breakdown` runs the whole breakdown once per object family (`pointstn diagnose --by-family`), to
+tell, family by family, how much is lost to the voxel choice and how much to the points' placement.
 """
 
 from __future__ import annotations
@@ -131,6 +134,22 @@ def level_breakdown(model, dataset, *, target_frame: str, num_pred_points: int, 
     }
 
 
+def family_indices(dataset) -> dict[str, list[int]]:
+    """family -> the indices of a `PreparedDataset`'s images that show an object of that family (sorted by family)."""
+    groups: dict[str, list[int]] = {}
+    for index, (obj, _view) in enumerate(dataset.items):
+        groups.setdefault(dataset.records[obj]["family"], []).append(index)
+    return dict(sorted(groups.items()))
+
+
+def family_breakdown(model, dataset, *, max_images: int | None = None, **options) -> dict[str, Any]:
+    """`level_breakdown` once per object family of a `PreparedDataset`, each on at most `max_images` of that
+    family's images (at even strides): {"families": {family: report}}. `options` as `level_breakdown`'s."""
+    return {"families": {family: level_breakdown(model, torch.utils.data.Subset(dataset, indices),
+                                                 max_images=max_images, **options)
+                         for family, indices in family_indices(dataset).items()}}
+
+
 def mean_rotation(rotations: torch.Tensor) -> torch.Tensor:
     """(N, 3, 3) -> (3, 3): the chordal L2 mean, the rotation nearest to the mean matrix (SVD projection)."""
     u, _, vh = torch.linalg.svd(rotations.mean(dim=0))
@@ -183,4 +202,24 @@ def markdown(report: dict[str, Any], *, command: str) -> str:
     up_axis = (f"Up axis (canonical +z): median error {up['model']:.1f} deg; one constant axis, the truth's mean, "
                f"would score {up['mean_true_axis']:.1f} deg.")
     lines += ["", rotation, "", up_axis]
+    return "\n".join(lines) + "\n"
+
+
+def family_markdown(report: dict[str, Any], *, command: str) -> str:
+    """One row per family: f@1% of every variant, the coarsest and finest levels' precision / recall, the up axis."""
+    families = report["families"]
+    first = next(iter(families.values()))
+    names = list(first["f@1%"])
+    coarse, fine = first["levels"][0]["resolution"], first["levels"][-1]["resolution"]
+    header = ["family", "images", *(f"f@1% {name}" for name in names), f"R{coarse} precision / recall",
+              f"R{fine} precision / recall", "up-axis error (constant) deg"]
+    lines = [f"`{command}` (shape frame; per family)", "", "| " + " | ".join(header) + " |",
+             "| --- | " + " | ".join("---:" for _ in header[1:]) + " |"]
+    for family, row in families.items():
+        levels, up = row["levels"], row["up_axis_error_deg"]
+        cells = [family, str(row["n_samples"]), *(f"{row['f@1%'][name]:.4f}" for name in names),
+                 f"{levels[0]['precision']:.3f} / {levels[0]['recall']:.3f}",
+                 f"{levels[-1]['precision']:.3f} / {levels[-1]['recall']:.3f}",
+                 f"{up['model']:.1f} ({up['mean_true_axis']:.1f})"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

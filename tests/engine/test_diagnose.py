@@ -11,6 +11,7 @@ import torch
 
 from pointstn.cli.main import main
 from pointstn.config import ExperimentConfig, load_config
+from pointstn.data.dataset import PreparedDataset
 from pointstn.engine.checkpoint import save_checkpoint
 from pointstn.engine.diagnose import centre_points, rotation_spread_deg, true_voxels, up_axis_errors_deg, variants
 from pointstn.models.build import build_model
@@ -102,6 +103,28 @@ def test_command_writes_the_breakdown(tiny_dataset, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| true voxels, centre points |" in printed and out.with_suffix(".md").read_text() in printed
     assert "Predicted rotation: median" in printed and "Up axis (canonical +z): median error" in printed
+
+
+def test_by_family_runs_the_breakdown_once_per_family_of_the_split(tiny_dataset, tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path / "best.pt", tiny_dataset)
+    out = tmp_path / "families.json"
+    code = main(["diagnose", SMOKE, f"data.root={tiny_dataset}", "eval.num_gt_points=1024", "eval.num_pred_points=256",
+                 "--ckpt", str(ckpt), "--max-images", "2", "--by-family", "--out", str(out)])
+    assert code == 0
+    families = json.loads(out.read_text())["families"]
+    dataset = PreparedDataset(tiny_dataset, split="test")
+    counts: dict[str, int] = {}
+    for obj, _view in dataset.items:
+        counts[dataset.records[obj]["family"]] = counts.get(dataset.records[obj]["family"], 0) + 1
+    assert list(families) == sorted(counts)
+    resolutions = build_model(load_config(SMOKE, ExperimentConfig)).decoder.resolutions
+    for family, report in families.items():
+        assert report["n_samples"] == min(2, counts[family])
+        assert list(report["f@1%"]) == list(variants(tuple(resolutions)))
+        assert all(0.0 <= v <= 1.0 for v in report["f@1%"].values())
+    printed = capsys.readouterr().out
+    assert out.with_suffix(".md").read_text() in printed and "--by-family" in printed
+    assert all(f"| {family} | {report['n_samples']} |" in printed for family, report in families.items())
 
 
 def test_bad_requests_are_one_line_errors(tiny_dataset, tmp_path, capsys):
