@@ -92,6 +92,10 @@ class DecoderConfig:
     recompute: bool = param(
         False, help="recompute norm + ReLU outputs in the backward pass instead of keeping them: less memory, slower"
     )
+    point_head: Literal["linear", "mlp"] = param(
+        "linear", help="points per finest voxel from a linear map of its features, or an MLP that also sees "
+        "the voxel's centre and the image's global feature"
+    )
 
     def __post_init__(self) -> None:
         levels = len(self.channels)

@@ -80,6 +80,8 @@ def build_model(config: ExperimentConfig) -> Reconstructor:
             voxel_floor=model.decoder.voxel_floor,
             level_features=model.decoder.level_features,
             recompute=model.decoder.recompute,
+            point_head=model.decoder.point_head,
+            context_channels=pooled,
             **_kind_options(model.decoder),
         )
     return Reconstructor(

@@ -32,12 +32,13 @@ from torch import Tensor, nn
 
 from pointstn.models.channel_norm import ChannelNormReLU
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
+from pointstn.models.point_head import PointHead
+from pointstn.models.point_head import point_head as make_point_head
 from pointstn.models.sparse_unet import (
     GRID_HI,
     GRID_LO,
     InferencePruning,
     LevelLift,
-    PointHead,
     check_decoder_arguments,
     check_inputs,
     check_lift,
@@ -77,6 +78,8 @@ class DenseUNetDecoder(nn.Module, InferencePruning):
         voxel_floor: float = 0.0,
         level_features: bool = False,
         recompute: bool = False,
+        point_head: str = "linear",
+        context_channels: int | None = None,
     ):
         super().__init__()
         self.resolutions = check_decoder_arguments(
@@ -103,7 +106,9 @@ class DenseUNetDecoder(nn.Module, InferencePruning):
         for head in self.heads:
             init_occupancy_head(head)
         self.lift = level_projections(in_channels, c) if level_features else None
-        self.point_head = PointHead(in_channels=c[0], points_per_voxel=points_per_voxel)
+        self.point_head: PointHead = make_point_head(
+            point_head, in_channels=c[0], points_per_voxel=points_per_voxel, context_channels=context_channels
+        )
         self.recompute = bool(recompute)  # forward runs in a RecomputeScope (`recomputing`)
 
     def occupancy_targets(self, points: Tensor, lengths: Tensor | None = None) -> OccupancyPyramid:
@@ -113,12 +118,12 @@ class DenseUNetDecoder(nn.Module, InferencePruning):
     @recomputing
     def forward(
         self, points: Tensor, features: Tensor, lengths: Tensor | None = None, targets: OccupancyPyramid | None = None,
-        lift: LevelLift | None = None,
+        lift: LevelLift | None = None, context: Tensor | None = None,
     ) -> DecoderOutput:
         """Decode (B, N, 3) points with (B, N, C_in) features into a cloud (see `DecoderOutput`).
 
         Points outside [-0.5, 0.5]^3 are ignored. Gradients reach `features` and every parameter.
-        `lift`: as for `SparseUNetDecoder.forward`, here at every voxel of the grid.
+        `lift`: as for `SparseUNetDecoder.forward`, here at every voxel of the grid; `context` as there.
         """
         batch = check_inputs(points, features, in_channels=self.in_channels)
         check_targets(targets, resolutions=self.resolutions, batch_size=batch)
@@ -153,7 +158,9 @@ class DenseUNetDecoder(nn.Module, InferencePruning):
         b, i, j, k = kept.long().unbind(dim=1)
         kept_features = x.permute(0, 2, 3, 4, 1)[b, i, j, k]
         offer_derived(kept_features, x, lambda refined: refined.permute(0, 2, 3, 4, 1)[b, i, j, k])
-        out_points, out_lengths = self.point_head(kept, kept_features, resolution=self.resolution, batch_size=batch)
+        out_points, out_lengths = self.point_head(
+            kept, kept_features, resolution=self.resolution, batch_size=batch, context=context
+        )
         return DecoderOutput(points=out_points, lengths=out_lengths, levels=tuple(levels))
 
     def _grid_input(self, points: Tensor, features: Tensor, lengths: Tensor | None) -> Tensor:

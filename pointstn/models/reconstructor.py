@@ -139,7 +139,9 @@ class Reconstructor(nn.Module):
                 def lift(coords: Tensor, resolution: int) -> Tensor:
                     centres = voxel_centers(coords, resolution=resolution, dtype=queries.dtype)
                     return self.sampler.sample_packed(centres, coords[:, 0], transform, point_features.maps)
-            decoded: DecoderOutput = self.decoder(queries, point_features.features, targets=targets, lift=lift)
+            decoded: DecoderOutput = self.decoder(
+                queries, point_features.features, targets=targets, lift=lift, context=features.pooled
+            )
             points, lengths, levels = decoded.points, decoded.lengths, decoded.levels
         return ReconstructionOutput(
             points=points,

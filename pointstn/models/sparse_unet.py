@@ -57,6 +57,8 @@ from torch import Tensor, nn
 
 from pointstn.models.channel_norm import ChannelNormReLU
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
+from pointstn.models.point_head import PointHead
+from pointstn.models.point_head import point_head as make_point_head
 from pointstn.ops.recompute import recomputing
 from pointstn.ops.sparse import (
     FeatureWise,
@@ -74,8 +76,6 @@ from pointstn.ops.voxel import (
     is_occupied,
     linearize_coords,
     occupancy_pyramid,
-    packed_to_padded,
-    points_from_offsets,
     voxelize,
 )
 
@@ -207,35 +207,6 @@ def keep_voxels(
     return (wanted & (rank < cap)) | (rank < max(1, floor))
 
 
-class PointHead(nn.Module):
-    """K points per voxel: centre + tanh-bounded offset of at most one voxel size per axis."""
-
-    def __init__(self, *, in_channels: int, points_per_voxel: int):
-        super().__init__()
-        self.points_per_voxel = points_per_voxel
-        self.linear = nn.Linear(in_channels, 3 * points_per_voxel)
-        self.centres_only = False  # diagnosis only (`pointstn.engine.diagnose`): every point at its voxel's centre
-
-    def forward(
-        self, coords: Tensor, features: Tensor, *, resolution: int, batch_size: int, order: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """(V, 4) voxels + (V, C) features -> padded points (B, P, 3) and lengths (B,) int64.
-
-        The points of one sample come voxel by voxel in the order of `coords`, or of `coords[order]`
-        when an `order` (a permutation of the V voxels) is given, K per voxel. Permuting here rather
-        than the caller means autograd keeps `features` themselves, not a permuted copy.
-        """
-        k = self.points_per_voxel
-        offsets = torch.tanh(self.linear(features))
-        if self.centres_only:
-            offsets = torch.zeros_like(offsets)
-        if order is not None:
-            coords, offsets = coords[order], offsets[order]
-        offsets = offsets.view(-1, k, 3)
-        points = points_from_offsets(coords, offsets, resolution=resolution, lo=GRID_LO, hi=GRID_HI)
-        return packed_to_padded(points.reshape(-1, 3), coords[:, 0].long().repeat_interleave(k), batch_size)
-
-
 def init_occupancy_head(head: nn.Module) -> None:
     """Bias = logit(OCCUPANCY_PRIOR): every voxel starts at that occupancy probability on average."""
     nn.init.constant_(head.bias, prune_threshold_logit(OCCUPANCY_PRIOR))
@@ -293,6 +264,8 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
             memory, a slower step, the same values and gradients (`pointstn.models.channel_norm`).
         coarse_blocks: residual SubM blocks (x + block(x)) on the coarsest level between `grow` and
             its occupancy head.
+        point_head: "linear" or "mlp" (`pointstn.models.point_head`; "mlp" reads `forward`'s `context`).
+        context_channels: D of that per-sample global feature (the mlp head needs it).
     """
 
     def __init__(
@@ -309,6 +282,8 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         dense_path: bool = True,
         recompute: bool = False,
         coarse_blocks: int = 0,
+        point_head: str = "linear",
+        context_channels: int | None = None,
     ):
         super().__init__()
         if not isinstance(coarse_blocks, int) or isinstance(coarse_blocks, bool) or coarse_blocks < 0:
@@ -335,7 +310,9 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         for head in self.heads:
             init_occupancy_head(head)
         self.lift = level_projections(in_channels, c) if level_features else None
-        self.point_head = PointHead(in_channels=c[0], points_per_voxel=points_per_voxel)
+        self.point_head: PointHead = make_point_head(
+            point_head, in_channels=c[0], points_per_voxel=points_per_voxel, context_channels=context_channels
+        )
         # diagnosis only (`pointstn.engine.diagnose`): levels that keep exactly the ground truth's voxels, in any mode
         self.true_voxel_levels: frozenset[int] = frozenset()
         set_dense_path(self, dense_path)
@@ -348,7 +325,7 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
     @recomputing
     def forward(
         self, points: Tensor, features: Tensor, lengths: Tensor | None = None, targets: OccupancyPyramid | None = None,
-        lift: LevelLift | None = None,
+        lift: LevelLift | None = None, context: Tensor | None = None,
     ) -> DecoderOutput:
         """Decode (B, N, 3) points with (B, N, C_in) features into a cloud (see `DecoderOutput`).
 
@@ -358,6 +335,7 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         each level's voxels and, in training mode, are kept in addition to the predicted ones.
         `lift(coords (V, 4), resolution) -> (V, C_in)`: the image features at voxels (required with
         `level_features`; the reconstructor passes its 3D sampler through the predicted transform).
+        `context`: (B, D) a global image feature per sample, for the mlp point head (others ignore it).
         """
         batch = check_inputs(points, features, in_channels=self.in_channels)
         check_targets(targets, resolutions=self.resolutions, batch_size=batch)
@@ -396,7 +374,7 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
             x = self.refine[level](prune(x, keep))
         order = torch.argsort(linearize_coords(x.indices, resolution=self.resolution))
         out_points, out_lengths = self.point_head(
-            x.indices, x.features, resolution=self.resolution, batch_size=batch, order=order
+            x.indices, x.features, resolution=self.resolution, batch_size=batch, order=order, context=context
         )
         return DecoderOutput(points=out_points, lengths=out_lengths, levels=tuple(levels))
 
