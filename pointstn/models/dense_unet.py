@@ -32,8 +32,7 @@ from torch import Tensor, nn
 
 from pointstn.models.channel_norm import ChannelNormReLU
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
-from pointstn.models.point_head import PointHead
-from pointstn.models.point_head import point_head as make_point_head
+from pointstn.models.point_head import OffsetHead, build_point_head
 from pointstn.models.sparse_unet import (
     GRID_HI,
     GRID_LO,
@@ -106,7 +105,7 @@ class DenseUNetDecoder(nn.Module, InferencePruning):
         for head in self.heads:
             init_occupancy_head(head)
         self.lift = level_projections(in_channels, c) if level_features else None
-        self.point_head: PointHead = make_point_head(
+        self.point_head: OffsetHead = build_point_head(
             point_head, in_channels=c[0], points_per_voxel=points_per_voxel, context_channels=context_channels
         )
         self.recompute = bool(recompute)  # forward runs in a RecomputeScope (`recomputing`)

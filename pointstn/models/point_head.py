@@ -1,7 +1,7 @@
 """The decoders' point heads: K output points per kept finest voxel, each its centre plus an offset.
 
 Both heads bound every offset by tanh to less than one voxel size per axis (`points_from_offsets`),
-so a point stays near its voxel.
+so a point stays near its voxel (`OffsetHead`, what the two heads share).
 
 - `PointHead` ("linear"): a linear map of the voxel's decoder features. What every run before session
   17 used; the checkpoints' keys are `point_head.linear.*`.
@@ -10,13 +10,13 @@ so a point stays near its voxel.
   linear map). Neither the voxel's position nor the whole object is in a finest-level feature, which
   sees a few voxels around it; a round object's surface is placed by both (session 16: on the
   truth's voxels, a head of this kind refitted on a frozen model reached f@1% 0.37 vs 0.25).
+  Trained with the model at full scale it scored lower than the linear head (0.0883 vs 0.0953;
+  docs/RESULTS.md, session 17), so the configs keep "linear".
 
-`point_head(kind, ...)` builds one by name.
+`build_point_head(kind, ...)` builds one by name.
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -25,24 +25,22 @@ from pointstn.ops.voxel import packed_to_padded, points_from_offsets, voxel_cent
 
 GRID_LO, GRID_HI = -0.5, 0.5  # the normalized canonical frame
 
-PointHeadKind = Literal["linear", "mlp"]
 POINT_HEAD_KINDS: tuple[str, ...] = ("linear", "mlp")
 
 
-class PointHead(nn.Module):
-    """K points per voxel: centre + tanh-bounded offset (a linear map of the voxel's features)."""
+class OffsetHead(nn.Module):
+    """What both heads share: K points per voxel at centre + tanh(`raw_offsets`) voxel sizes."""
 
-    needs_context = False
+    needs_context = False  # whether `forward` needs `context`
 
-    def __init__(self, *, in_channels: int, points_per_voxel: int):
+    def __init__(self, *, points_per_voxel: int):
         super().__init__()
         self.points_per_voxel = points_per_voxel
-        self.linear = nn.Linear(in_channels, 3 * points_per_voxel)
         self.centres_only = False  # diagnosis only (`pointstn.engine.diagnose`): every point at its voxel's centre
 
     def raw_offsets(self, coords: Tensor, features: Tensor, *, resolution: int, context: Tensor | None) -> Tensor:
         """(V, 3K) offsets before tanh."""
-        return self.linear(features)
+        raise NotImplementedError
 
     def forward(
         self, coords: Tensor, features: Tensor, *, resolution: int, batch_size: int, order: Tensor | None = None,
@@ -68,7 +66,18 @@ class PointHead(nn.Module):
         return packed_to_padded(points.reshape(-1, 3), coords[:, 0].long().repeat_interleave(k), batch_size)
 
 
-class MLPPointHead(PointHead):
+class PointHead(OffsetHead):
+    """The linear head: offsets are a linear map of the voxel's features."""
+
+    def __init__(self, *, in_channels: int, points_per_voxel: int):
+        super().__init__(points_per_voxel=points_per_voxel)
+        self.linear = nn.Linear(in_channels, 3 * points_per_voxel)
+
+    def raw_offsets(self, coords: Tensor, features: Tensor, *, resolution: int, context: Tensor | None) -> Tensor:
+        return self.linear(features)
+
+
+class MLPPointHead(OffsetHead):
     """K points per voxel from an MLP of (voxel features, voxel centre, Linear(global image feature)).
 
     Args:
@@ -83,15 +92,13 @@ class MLPPointHead(PointHead):
 
     def __init__(self, *, in_channels: int, points_per_voxel: int, context_channels: int, hidden: int = 96,
                  context_width: int = 32):
-        nn.Module.__init__(self)
-        self.points_per_voxel = points_per_voxel
+        super().__init__(points_per_voxel=points_per_voxel)
         self.context_channels = context_channels
         self.context = nn.Linear(context_channels, context_width)
         self.mlp = nn.Sequential(
             nn.Linear(in_channels + 3 + context_width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
             nn.Linear(hidden, 3 * points_per_voxel),
         )  # fmt: skip
-        self.centres_only = False
 
     def raw_offsets(self, coords: Tensor, features: Tensor, *, resolution: int, context: Tensor | None) -> Tensor:
         if context is None or context.ndim != 2 or context.shape[1] != self.context_channels:
@@ -102,7 +109,9 @@ class MLPPointHead(PointHead):
         return self.mlp(torch.cat((features, centres, glob), dim=1))
 
 
-def point_head(kind: str, *, in_channels: int, points_per_voxel: int, context_channels: int | None) -> PointHead:
+def build_point_head(
+    kind: str, *, in_channels: int, points_per_voxel: int, context_channels: int | None
+) -> OffsetHead:
     """The point head of a kind ("linear" | "mlp"; "mlp" needs `context_channels`)."""
     if kind == "linear":
         return PointHead(in_channels=in_channels, points_per_voxel=points_per_voxel)

@@ -57,8 +57,7 @@ from torch import Tensor, nn
 
 from pointstn.models.channel_norm import ChannelNormReLU
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
-from pointstn.models.point_head import PointHead
-from pointstn.models.point_head import point_head as make_point_head
+from pointstn.models.point_head import OffsetHead, build_point_head
 from pointstn.ops.recompute import recomputing
 from pointstn.ops.sparse import (
     FeatureWise,
@@ -310,7 +309,7 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         for head in self.heads:
             init_occupancy_head(head)
         self.lift = level_projections(in_channels, c) if level_features else None
-        self.point_head: PointHead = make_point_head(
+        self.point_head: OffsetHead = build_point_head(
             point_head, in_channels=c[0], points_per_voxel=points_per_voxel, context_channels=context_channels
         )
         # diagnosis only (`pointstn.engine.diagnose`): levels that keep exactly the ground truth's voxels, in any mode

@@ -10,7 +10,7 @@ import torch
 
 from pointstn.config import ConfigError, ExperimentConfig, load_config
 from pointstn.models.build import build_model
-from pointstn.models.point_head import MLPPointHead, PointHead, point_head
+from pointstn.models.point_head import MLPPointHead, PointHead, build_point_head
 from tests.models.test_dense_unet import TOL64, matched_decoders
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,20 +81,20 @@ def test_every_point_stays_within_one_voxel_of_its_centre():
 
 
 def test_mlp_head_errors_and_the_builder():
-    head = point_head("mlp", in_channels=3, points_per_voxel=2, context_channels=4)
+    head = build_point_head("mlp", in_channels=3, points_per_voxel=2, context_channels=4)
     assert isinstance(head, MLPPointHead) and head.needs_context
     coords = torch.zeros(1, 4, dtype=torch.int32)
     with pytest.raises(ValueError, match="reads a global image feature per sample: pass `context`"):
         head(coords, torch.zeros(1, 3), resolution=4, batch_size=1)
     with pytest.raises(ValueError, match=r"context must be \(B, 4\), got \(1, 3\)"):
         head(coords, torch.zeros(1, 3), resolution=4, batch_size=1, context=torch.zeros(1, 3))
-    linear = point_head("linear", in_channels=3, points_per_voxel=2, context_channels=None)
+    linear = build_point_head("linear", in_channels=3, points_per_voxel=2, context_channels=None)
     assert type(linear) is PointHead and list(linear.state_dict()) == ["linear.weight", "linear.bias"]
     linear(coords, torch.zeros(1, 3), resolution=4, batch_size=1, context=torch.zeros(1, 9))  # ignored
     with pytest.raises(ValueError, match="needs context_channels"):
-        point_head("mlp", in_channels=3, points_per_voxel=2, context_channels=None)
+        build_point_head("mlp", in_channels=3, points_per_voxel=2, context_channels=None)
     with pytest.raises(ValueError, match="unknown point head 'conv'; valid: linear, mlp"):
-        point_head("conv", in_channels=3, points_per_voxel=2, context_channels=4)
+        build_point_head("conv", in_channels=3, points_per_voxel=2, context_channels=4)
 
 
 def test_dense_decoder_equals_sparse_decoder_with_the_mlp_head():
