@@ -96,6 +96,9 @@ class DecoderConfig:
         "linear", help="points per finest voxel from a linear map of its features, or an MLP that also sees "
         "the voxel's centre and the image's global feature"
     )
+    point_voxels: Literal["kept", "true"] = param(
+        "kept", help="sparse decoder, training: points come from every kept finest voxel, or only the true ones"
+    )
 
     def __post_init__(self) -> None:
         levels = len(self.channels)

@@ -28,9 +28,12 @@ def _decoder_class(kind: str):
 def _kind_options(decoder: DecoderConfig) -> dict:
     """Constructor options only the sparse decoder has (the dense path exists for sparse convolutions only)."""
     if decoder.kind == "sparse":
-        return {"dense_path": decoder.dense_path, "coarse_blocks": decoder.coarse_blocks}
+        return {"dense_path": decoder.dense_path, "coarse_blocks": decoder.coarse_blocks,
+                "point_voxels": decoder.point_voxels}
     if decoder.coarse_blocks:
         raise ValueError(f"model.decoder.coarse_blocks is a sparse-decoder option; kind {decoder.kind!r} has none")
+    if decoder.point_voxels != "kept":
+        raise ValueError(f"model.decoder.point_voxels is a sparse-decoder option; kind {decoder.kind!r} has none")
     return {}
 
 

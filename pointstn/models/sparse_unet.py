@@ -265,6 +265,9 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
             its occupancy head.
         point_head: "linear" or "mlp" (`pointstn.models.point_head`; "mlp" reads `forward`'s `context`).
         context_channels: D of that per-sample global feature (the mlp head needs it).
+        point_voxels: which kept finest voxels emit points in training with `targets`: "kept" (all of
+            them), or "true" (only the ground-truth-occupied ones, so the point head learns to place
+            points where there is surface; a sample without any keeps all). Inference: always all.
     """
 
     def __init__(
@@ -283,10 +286,14 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
         coarse_blocks: int = 0,
         point_head: str = "linear",
         context_channels: int | None = None,
+        point_voxels: str = "kept",
     ):
         super().__init__()
         if not isinstance(coarse_blocks, int) or isinstance(coarse_blocks, bool) or coarse_blocks < 0:
             raise ValueError(f"coarse_blocks must be an int >= 0, got {coarse_blocks!r}")
+        if point_voxels not in ("kept", "true"):
+            raise ValueError(f"point_voxels must be 'kept' or 'true', got {point_voxels!r}")
+        self.point_voxels = point_voxels
         self.resolutions = check_decoder_arguments(
             in_channels=in_channels, channels=channels, resolution=resolution, points_per_voxel=points_per_voxel,
             voxel_budget=voxel_budget,
@@ -371,9 +378,14 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
             levels[level] = LevelOutput(coords=x.indices, logits=logits, targets=labels, resolution=resolution,
                                         kept=keep)
             x = self.refine[level](prune(x, keep))
-        order = torch.argsort(linearize_coords(x.indices, resolution=self.resolution))
+        coords, point_features = x.indices, x.features
+        finest = levels[0]
+        if self.point_voxels == "true" and self.training and finest.targets is not None:
+            emit = true_or_all(coords[:, 0].long(), finest.targets[finest.kept].bool(), batch_size=batch)
+            coords, point_features = coords[emit], point_features[emit]
+        order = torch.argsort(linearize_coords(coords, resolution=self.resolution))
         out_points, out_lengths = self.point_head(
-            x.indices, x.features, resolution=self.resolution, batch_size=batch, order=order, context=context
+            coords, point_features, resolution=self.resolution, batch_size=batch, order=order, context=context
         )
         return DecoderOutput(points=out_points, lengths=out_lengths, levels=tuple(levels))
 
@@ -397,6 +409,13 @@ class SparseUNetDecoder(nn.Module, InferencePruning):
             coords = torch.cat((coords, torch.cat((missing.int()[:, None], centre), dim=1)))
             pooled = torch.cat((pooled, pooled.new_zeros(missing.numel(), pooled.shape[1])))
         return make_sparse_tensor(coords=coords, features=pooled, spatial_shape=(r, r, r), batch_size=batch)
+
+
+def true_or_all(batch_index: Tensor, occupied: Tensor, *, batch_size: int) -> Tensor:
+    """(N,) bool: the occupied voxels, and every voxel of a sample that has no occupied one."""
+    has_true = torch.zeros(batch_size, dtype=torch.bool, device=occupied.device)
+    has_true[batch_index[occupied]] = True
+    return occupied | ~has_true[batch_index]
 
 
 LevelLift = Callable[[Tensor, int], Tensor]

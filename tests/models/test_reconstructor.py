@@ -252,3 +252,6 @@ def test_coarse_blocks_are_a_sparse_decoder_option():
     assert len(build_model(smoke()).decoder.context) == 0  # off by default: older checkpoints keep their keys
     with pytest.raises(ValueError, match="coarse_blocks is a sparse-decoder option"):
         build_model(smoke("model.decoder.kind=dense", "model.decoder.coarse_blocks=2"))
+    assert build_model(smoke("model.decoder.point_voxels=true")).decoder.point_voxels == "true"
+    with pytest.raises(ValueError, match="point_voxels is a sparse-decoder option"):
+        build_model(smoke("model.decoder.kind=dense", "model.decoder.point_voxels=true"))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from pointstn.models.decoder_types import DecoderOutput
-from pointstn.models.sparse_unet import SparseUNetDecoder, keep_voxels, occupancy_targets
+from pointstn.models.sparse_unet import SparseUNetDecoder, keep_voxels, occupancy_targets, true_or_all
 from pointstn.ops.voxel import linearize_coords
 
 TOL64 = {"rtol": 1e-9, "atol": 1e-10}
@@ -294,6 +294,39 @@ def test_pruning_train_keeps_targets_eval_keeps_top_voxel_only():
     # inference: nothing beats the threshold, so every level keeps each sample's top voxel only
     assert out.lengths.tolist() == [1, 1]
     assert out.levels[0].coords.shape[0] == 2 * 8  # the 8 children of one kept parent per sample
+
+
+def test_point_voxels_true_emits_training_points_from_the_true_voxels_only():
+    """point_voxels="true": in training with targets, only the ground truth's kept finest voxels reach the
+    point head (every kept one in inference, or without targets); "kept" sends them all."""
+    kwargs = {"in_channels": 4, "channels": (4, 8), "resolution": 8, "points_per_voxel": 2, "prune_threshold": 0.0}
+    points, features = random_inputs(batch=2, points=40, channels=4, seed=7, dtype=torch.float32)
+    seen = []
+    for mode in ("true", "kept"):
+        torch.manual_seed(0)
+        model = SparseUNetDecoder(**kwargs, point_voxels=mode)
+        model.point_head.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+        targets = model.occupancy_targets(points.clamp(-0.5, 0.5))
+        out = model.train()(points, features, targets=targets)
+        finest = out.levels[0]
+        kept_true = finest.targets[finest.kept].bool()
+        assert kept_true.any() and not kept_true.all()  # threshold 0: every candidate kept, some empty
+        emitted = seen[-1]
+        expected = finest.coords[finest.kept][kept_true] if mode == "true" else finest.coords[finest.kept]
+        assert emitted.shape == expected.shape
+        key = lambda c: sorted(map(tuple, c.tolist()))
+        assert key(emitted) == key(expected)
+        assert out.lengths.tolist() == (torch.bincount(expected[:, 0].long(), minlength=2) * 2).tolist()
+        model.eval()(points, features, targets=targets)
+        assert seen[-1].shape[0] == int(model.eval()(points, features).levels[0].kept.sum())
+    with pytest.raises(ValueError, match="point_voxels must be 'kept' or 'true'"):
+        SparseUNetDecoder(**kwargs, point_voxels="own")
+
+
+def test_true_or_all_falls_back_to_every_voxel_of_a_sample_without_true_ones():
+    batch_index = torch.tensor([0, 0, 1, 1, 2])
+    occupied = torch.tensor([True, False, False, False, True])
+    assert true_or_all(batch_index, occupied, batch_size=3).tolist() == [True, False, True, True, True]
 
 
 def test_single_point_and_empty_samples_still_give_clouds():
