@@ -57,7 +57,7 @@ from torch import Tensor, nn
 
 from pointstn.models.channel_norm import ChannelNormReLU
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
-from pointstn.models.point_head import OffsetHead, build_point_head
+from pointstn.models.point_head import GRID_HI, GRID_LO, OffsetHead, build_point_head
 from pointstn.ops.recompute import recomputing
 from pointstn.ops.sparse import (
     FeatureWise,
@@ -81,7 +81,6 @@ from pointstn.ops.voxel import (
 if TYPE_CHECKING:
     from spconv.pytorch import SparseConvTensor
 
-GRID_LO, GRID_HI = -0.5, 0.5  # the normalized canonical frame
 OCCUPANCY_PRIOR = 0.1  # initial occupancy probability of every head
 TARGET_TOLERANCE = 1e-3  # ground-truth points may exceed [-0.5, 0.5] by this (rounding) and are clamped
 
