@@ -143,8 +143,12 @@ class LossConfig:
         0.0, min=0.0, max=1e6,
         help="up-axis loss: sin^2 of the angle between the predicted and true lines of canonical +z (needs poses)",
     )  # fmt: skip
-    # the fine cloud's Chamfer terms: "squared" (PyTorch3D's default) or "unsquared" Euclidean distances
-    fine_distance: Literal["squared", "unsquared"] = "squared"
+    # the fine cloud's Chamfer terms: "squared" (PyTorch3D's default), "unsquared" Euclidean distances, or
+    # "robust" (Welsch, width robust_scale): pointstn.models.losses.chamfer_terms
+    fine_distance: Literal["squared", "unsquared", "robust"] = "squared"
+    robust_scale: float = param(
+        0.01, min=1e-4, max=1.0, help="width of the robust fine distance, in object sizes (longest edges)"
+    )
 
 
 @dataclass(frozen=True)

@@ -111,9 +111,57 @@ def test_unsquared_fine_terms_match_the_euclidean_reference_in_values_and_gradie
     assert grad[1, out.lengths[1]:].abs().max() == 0  # padded rows get no gradient
 
 
+def naive_welsch_chamfer(a: torch.Tensor, b: torch.Tensor, width: float) -> torch.Tensor:
+    d = (a[:, None, :] - b[None, :, :]).norm(dim=-1)
+    rho = lambda x: width * (1 - torch.exp(-(x**2) / (2 * width**2)))
+    return rho(d.min(1).values).mean() + rho(d.min(0).values).mean()
+
+
+@pytest.mark.parametrize("width", [0.01, 0.3])
+def test_robust_fine_terms_match_the_welsch_reference_in_values_and_gradients(width):
+    """The Welsch distance of each nearest neighbour, with the camera frame measured in object sizes (so
+    `robust_scale` means the same in both frames); the coarse terms stay squared."""
+    out, targets = make_case(with_decoder=True)
+    fine = out.points.detach().clone().requires_grad_(True)
+    out = ReconstructionOutput(points=fine, lengths=out.lengths, points_camera=out.transform.apply(fine),
+                               transform=out.transform, coarse=out.coarse, coarse_camera=out.coarse_camera,
+                               levels=out.levels)
+    squared = reconstruction_loss(out, targets, LossWeights())
+    loss = reconstruction_loss(out, targets, LossWeights(fine_distance="robust", robust_scale=width))
+    gt_n = targets.points / targets.size[:, None, None]
+    reference = fine.detach().clone().requires_grad_(True)
+    reference_camera = out.transform.apply(reference)
+    expected = {
+        "chamfer_fine_canonical": sum(naive_welsch_chamfer(reference[b, : out.lengths[b]], gt_n[b], width)
+                                      for b in range(2)) / 2,
+        "chamfer_fine_camera": sum(naive_welsch_chamfer(reference_camera[b, : out.lengths[b]] / targets.size[b],
+                                                        targets.points_camera[b] / targets.size[b], width)
+                                   for b in range(2)) / 2,
+    }
+    for name, value in expected.items():
+        torch.testing.assert_close(loss.terms[name], value, rtol=1e-10, atol=0)
+        assert float(loss.terms[name].detach()) <= 2 * width  # each direction's mean is at most the width
+    for name in ("chamfer_coarse_canonical", "chamfer_coarse_camera", "occupancy"):
+        torch.testing.assert_close(loss.terms[name], squared.terms[name], rtol=0, atol=0)
+    (grad,) = torch.autograd.grad(loss.terms["chamfer_fine_canonical"] + loss.terms["chamfer_fine_camera"], fine)
+    (expected_grad,) = torch.autograd.grad(sum(expected.values()), reference)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-14)
+    assert grad[1, out.lengths[1]:].abs().max() == 0  # padded rows get no gradient
+    assert grad.abs().max() > 0
+
+
+def test_the_robust_distance_is_half_the_squared_over_the_width_near_zero_and_bounded_far_away():
+    from pointstn.models.losses import welsch
+
+    squared = torch.tensor([0.0, 1e-10, 1.0, 100.0], dtype=torch.float64)
+    values = welsch(squared, 0.01)
+    torch.testing.assert_close(values[:2], squared[:2] / (2 * 0.01), rtol=1e-6, atol=0)
+    torch.testing.assert_close(values[2:], torch.full((2,), 0.01, dtype=torch.float64), rtol=1e-12, atol=0)
+
+
 def test_an_unknown_fine_distance_is_refused():
     out, targets = make_case(with_decoder=True)
-    with pytest.raises(ValueError, match="unknown Chamfer distance 'cubed'; valid: squared, unsquared"):
+    with pytest.raises(ValueError, match="unknown Chamfer distance 'cubed'; valid: squared, unsquared, robust"):
         reconstruction_loss(out, targets, LossWeights(fine_distance="cubed"))
 
 
