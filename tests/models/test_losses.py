@@ -15,6 +15,7 @@ from pointstn.models.losses import (
     random_subset,
     reconstruction_loss,
     up_axis_loss,
+    welsch,
 )
 from pointstn.models.reconstructor import ReconstructionOutput
 from pointstn.models.types import RotationHypotheses, SimilarityTransform
@@ -151,8 +152,6 @@ def test_robust_fine_terms_match_the_welsch_reference_in_values_and_gradients(wi
 
 
 def test_the_robust_distance_is_half_the_squared_over_the_width_near_zero_and_bounded_far_away():
-    from pointstn.models.losses import welsch
-
     squared = torch.tensor([0.0, 1e-10, 1.0, 100.0], dtype=torch.float64)
     values = welsch(squared, 0.01)
     torch.testing.assert_close(values[:2], squared[:2] / (2 * 0.01), rtol=1e-6, atol=0)
