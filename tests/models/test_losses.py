@@ -82,34 +82,42 @@ def naive_unsquared_chamfer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return d.min(1).values.mean() + d.min(0).values.mean()
 
 
-def test_unsquared_fine_terms_match_the_euclidean_reference_in_values_and_gradients():
-    """Only the fine cloud's terms change (camera frame divided by the longest edge, not its square); the
-    gradients reach the fine points through the padded, ragged clouds exactly as the reference's do."""
+def check_fine_terms(weights: LossWeights, reference_chamfer, *, rtol: float, grad_atol: float):
+    """Only the fine cloud's terms change; they match `reference_chamfer(a, b)` summed over the samples'
+    clouds (the camera frame's measured in object sizes), in values and in the gradients that reach the
+    fine points through the padded, ragged clouds. Returns the loss terms and the fine points' gradient."""
     out, targets = make_case(with_decoder=True)
     fine = out.points.detach().clone().requires_grad_(True)
     out = ReconstructionOutput(points=fine, lengths=out.lengths, points_camera=out.transform.apply(fine),
                                transform=out.transform, coarse=out.coarse, coarse_camera=out.coarse_camera,
                                levels=out.levels)
     squared = reconstruction_loss(out, targets, LossWeights())
-    loss = reconstruction_loss(out, targets, LossWeights(fine_distance="unsquared"))
+    loss = reconstruction_loss(out, targets, weights)
     gt_n = targets.points / targets.size[:, None, None]
     reference = fine.detach().clone().requires_grad_(True)
     reference_camera = out.transform.apply(reference)
+    size = targets.size
     expected = {
-        "chamfer_fine_canonical": sum(naive_unsquared_chamfer(reference[b, : out.lengths[b]], gt_n[b])
+        "chamfer_fine_canonical": sum(reference_chamfer(reference[b, : out.lengths[b]], gt_n[b])
                                       for b in range(2)) / 2,
-        "chamfer_fine_camera": sum(naive_unsquared_chamfer(reference_camera[b, : out.lengths[b]],
-                                                           targets.points_camera[b]) / targets.size[b]
-                                   for b in range(2)) / 2,
+        "chamfer_fine_camera": sum(reference_chamfer(reference_camera[b, : out.lengths[b]] / size[b],
+                                                     targets.points_camera[b] / size[b]) for b in range(2)) / 2,
     }
-    for name, value in expected.items():  # 1e-9: UNSQUARED_EPS inside the square root
-        torch.testing.assert_close(loss.terms[name], value, rtol=1e-9, atol=0)
+    for name, value in expected.items():
+        torch.testing.assert_close(loss.terms[name], value, rtol=rtol, atol=0)
     for name in ("chamfer_coarse_canonical", "chamfer_coarse_camera", "occupancy"):
         torch.testing.assert_close(loss.terms[name], squared.terms[name], rtol=0, atol=0)
     (grad,) = torch.autograd.grad(loss.terms["chamfer_fine_canonical"] + loss.terms["chamfer_fine_camera"], fine)
     (expected_grad,) = torch.autograd.grad(sum(expected.values()), reference)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=grad_atol)
     assert grad[1, out.lengths[1]:].abs().max() == 0  # padded rows get no gradient
+    return loss.terms, grad
+
+
+def test_unsquared_fine_terms_match_the_euclidean_reference_in_values_and_gradients():
+    """The camera frame's terms are divided by the longest edge, not its square (the same as measuring
+    the clouds in object sizes); 1e-9: UNSQUARED_EPS inside the square root."""
+    check_fine_terms(LossWeights(fine_distance="unsquared"), naive_unsquared_chamfer, rtol=1e-9, grad_atol=1e-12)
 
 
 def naive_welsch_chamfer(a: torch.Tensor, b: torch.Tensor, width: float) -> torch.Tensor:
@@ -122,32 +130,10 @@ def naive_welsch_chamfer(a: torch.Tensor, b: torch.Tensor, width: float) -> torc
 def test_robust_fine_terms_match_the_welsch_reference_in_values_and_gradients(width):
     """The Welsch distance of each nearest neighbour, with the camera frame measured in object sizes (so
     `robust_scale` means the same in both frames); the coarse terms stay squared."""
-    out, targets = make_case(with_decoder=True)
-    fine = out.points.detach().clone().requires_grad_(True)
-    out = ReconstructionOutput(points=fine, lengths=out.lengths, points_camera=out.transform.apply(fine),
-                               transform=out.transform, coarse=out.coarse, coarse_camera=out.coarse_camera,
-                               levels=out.levels)
-    squared = reconstruction_loss(out, targets, LossWeights())
-    loss = reconstruction_loss(out, targets, LossWeights(fine_distance="robust", robust_scale=width))
-    gt_n = targets.points / targets.size[:, None, None]
-    reference = fine.detach().clone().requires_grad_(True)
-    reference_camera = out.transform.apply(reference)
-    expected = {
-        "chamfer_fine_canonical": sum(naive_welsch_chamfer(reference[b, : out.lengths[b]], gt_n[b], width)
-                                      for b in range(2)) / 2,
-        "chamfer_fine_camera": sum(naive_welsch_chamfer(reference_camera[b, : out.lengths[b]] / targets.size[b],
-                                                        targets.points_camera[b] / targets.size[b], width)
-                                   for b in range(2)) / 2,
-    }
-    for name, value in expected.items():
-        torch.testing.assert_close(loss.terms[name], value, rtol=1e-10, atol=0)
-        assert float(loss.terms[name].detach()) <= 2 * width  # each direction's mean is at most the width
-    for name in ("chamfer_coarse_canonical", "chamfer_coarse_camera", "occupancy"):
-        torch.testing.assert_close(loss.terms[name], squared.terms[name], rtol=0, atol=0)
-    (grad,) = torch.autograd.grad(loss.terms["chamfer_fine_canonical"] + loss.terms["chamfer_fine_camera"], fine)
-    (expected_grad,) = torch.autograd.grad(sum(expected.values()), reference)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-14)
-    assert grad[1, out.lengths[1]:].abs().max() == 0  # padded rows get no gradient
+    terms, grad = check_fine_terms(LossWeights(fine_distance="robust", robust_scale=width),
+                                   lambda a, b: naive_welsch_chamfer(a, b, width), rtol=1e-10, grad_atol=1e-14)
+    for name in ("chamfer_fine_canonical", "chamfer_fine_camera"):
+        assert float(terms[name].detach()) <= 2 * width  # each direction's mean is at most the width
     assert grad.abs().max() > 0
 
 
