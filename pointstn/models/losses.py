@@ -3,9 +3,10 @@ camera frames, per-level occupancy BCE, and optional pose terms (geodesic rotati
 loss, the up-axis loss).
 
 Units. Canonical-frame terms compare normalized clouds (the object's longest edge is 1). Camera-frame
-terms are computed in metres and divided by the squared ground-truth longest edge (by the edge itself
-for unsquared distances: `LossWeights.fine_distance`), so both frames weigh alike whatever the object's
-size; a translation error of one object size costs about 1.
+terms compare the camera-frame clouds divided by the ground truth's longest edge (so squared distances
+are divided by the squared edge, unsquared ones by the edge, and the robust distance's width is in
+object sizes: `LossWeights.fine_distance`), so both frames weigh alike whatever the object's size; a
+translation error of one object size costs about 1.
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ def reconstruction_loss(output: ReconstructionOutput, targets: Targets, weights:
     generator: the subset's random source (the trainer seeds one per step, so a resumed run draws
         the same subsets as an uninterrupted one).
     """
-    size_sq = targets.size.square()
+    size = targets.size[:, None, None]  # camera-frame clouds are measured in object sizes
     gt_canonical = targets.points_normalized
     terms: dict[str, Tensor] = {}
     clouds = {"coarse": (output.coarse, output.coarse_camera, None)}
@@ -234,12 +235,7 @@ def reconstruction_loss(output: ReconstructionOutput, targets: Targets, weights:
         distance = weights.fine_distance if level == "fine" else "squared"
         options = {"distance": distance, "robust_scale": weights.robust_scale}
         terms[f"chamfer_{level}_canonical"] = chamfer_terms(canonical, gt_canonical, lengths, **options).mean()
-        if distance == "robust":  # the width is in object sizes: measure the camera frame in them too
-            size = targets.size[:, None, None]
-            per_sample = chamfer_terms(camera / size, targets.points_camera / size, lengths, **options)
-        else:
-            per_sample = chamfer_terms(camera, targets.points_camera, lengths, **options)
-            per_sample = per_sample / (size_sq if distance == "squared" else targets.size)
+        per_sample = chamfer_terms(camera / size, targets.points_camera / size, lengths, **options)
         terms[f"chamfer_{level}_camera"] = per_sample.mean()
     total = torch.zeros((), dtype=gt_canonical.dtype, device=gt_canonical.device)
     for name, value in terms.items():
