@@ -133,6 +133,11 @@ class LossConfig:
     chamfer_fine: float = param(1.0, min=0.0, max=1e6)
     canonical_frame: float = param(1.0, min=0.0, max=1e6, help="weight of the canonical-frame Chamfer terms")
     camera_frame: float = param(1.0, min=0.0, max=1e6, help="weight of the camera-frame Chamfer terms")
+    fine_canonical_frame: float = param(
+        1.0, min=0.0, max=1e6,
+        help="extra factor on the fine cloud's canonical-frame Chamfer term (0: the fine cloud is fitted in the "
+        "camera frame only; the coarse cloud keeps canonical_frame)",
+    )  # fmt: skip
     occupancy: float = param(1.0, min=0.0, max=1e6, help="BCE of the decoder's per-level occupancy")
     rotation: float = param(0.0, min=0.0, max=1e6, help="geodesic rotation loss when poses are given")
     pose: float = param(

@@ -28,6 +28,7 @@ class LossWeights:
     chamfer_fine: float = 1.0
     canonical_frame: float = 1.0
     camera_frame: float = 1.0
+    fine_canonical_frame: float = 1.0
     occupancy: float = 1.0
     rotation: float = 0.0
     pose: float = 0.0
@@ -210,9 +211,18 @@ def random_subset(points: Tensor, lengths: Tensor, count: int, *others: Tensor,
     return (*picked, lengths.clamp(max=count))
 
 
+def chamfer_weight(weights: LossWeights, level: str, frame: str) -> float:
+    """The weight of one Chamfer term: the level's ("coarse" | "fine") weight times the frame's ("canonical" |
+    "camera"), times `fine_canonical_frame` for the fine cloud's canonical-frame term."""
+    level_weight = weights.chamfer_coarse if level == "coarse" else weights.chamfer_fine
+    if frame == "camera":
+        return level_weight * weights.camera_frame
+    return level_weight * weights.canonical_frame * (weights.fine_canonical_frame if level == "fine" else 1.0)
+
+
 def reconstruction_loss(output: ReconstructionOutput, targets: Targets, weights: LossWeights, *,
                         fine_points: int | None = None, generator: torch.Generator | None = None) -> LossTerms:
-    """All loss terms of one batch (terms with weight 0 are still computed for logging, unless costly).
+    """All loss terms of one batch (terms with weight 0 are still computed for logging, without autograd).
 
     fine_points: the fine cloud's Chamfer terms use a random subset of at most this many of its points
         per sample (`random_subset`; a fresh draw every call), as the ground truth is a subset of the
@@ -231,17 +241,16 @@ def reconstruction_loss(output: ReconstructionOutput, targets: Targets, weights:
         if fine_points is not None:
             fine, fine_camera, lengths = random_subset(fine, lengths, fine_points, fine_camera, generator=generator)
         clouds["fine"] = (fine, fine_camera, lengths)
-    for level, (canonical, camera, lengths) in clouds.items():
-        distance = weights.fine_distance if level == "fine" else "squared"
-        options = {"distance": distance, "robust_scale": weights.robust_scale}
-        terms[f"chamfer_{level}_canonical"] = chamfer_terms(canonical, gt_canonical, lengths, **options).mean()
-        per_sample = chamfer_terms(camera / size, targets.points_camera / size, lengths, **options)
-        terms[f"chamfer_{level}_camera"] = per_sample.mean()
     total = torch.zeros((), dtype=gt_canonical.dtype, device=gt_canonical.device)
-    for name, value in terms.items():
-        level_weight = weights.chamfer_coarse if "_coarse_" in name else weights.chamfer_fine
-        frame_weight = weights.canonical_frame if name.endswith("canonical") else weights.camera_frame
-        total = total + level_weight * frame_weight * value
+    for level, (canonical, camera, lengths) in clouds.items():
+        options = {"distance": weights.fine_distance if level == "fine" else "squared",
+                   "robust_scale": weights.robust_scale}
+        pairs = {"canonical": (canonical, gt_canonical), "camera": (camera / size, targets.points_camera / size)}
+        for frame, (pred, gt) in pairs.items():
+            weight = chamfer_weight(weights, level, frame)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and weight > 0):  # weight 0: logged only
+                terms[f"chamfer_{level}_{frame}"] = chamfer_terms(pred, gt, lengths, **options).mean()
+            total = total + weight * terms[f"chamfer_{level}_{frame}"]
     if output.levels:
         bce = [
             F.binary_cross_entropy_with_logits(level.logits, level.targets)

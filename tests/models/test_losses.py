@@ -161,6 +161,35 @@ def test_weights_and_no_decoder():
     assert set(loss.scalars()) == {"total", *loss.terms}
 
 
+@pytest.mark.parametrize("factor", [0.0, 0.25])
+def test_the_fine_canonical_factor_weighs_only_the_fine_clouds_canonical_term(factor):
+    """`fine_canonical_frame` scales the fine cloud's canonical-frame term alone: the logged terms are the
+    same as with factor 1, the total and the fine points' gradient follow the factor, and at 0 the term
+    is logged without autograd."""
+    out, targets = make_case(with_decoder=True)
+    fine = out.points.detach().clone().requires_grad_(True)
+    out = ReconstructionOutput(points=fine, lengths=out.lengths, points_camera=out.transform.apply(fine),
+                               transform=out.transform, coarse=out.coarse, coarse_camera=out.coarse_camera,
+                               levels=out.levels)
+    base = LossWeights(canonical_frame=0.5, camera_frame=2.0, chamfer_fine=3.0)
+    full = reconstruction_loss(out, targets, base)
+    loss = reconstruction_loss(out, targets, LossWeights(canonical_frame=0.5, camera_frame=2.0, chamfer_fine=3.0,
+                                                         fine_canonical_frame=factor))
+    for name, value in full.terms.items():
+        torch.testing.assert_close(loss.terms[name], value.detach(), rtol=0, atol=0)
+    terms = full.terms
+    expected = (0.5 * terms["chamfer_coarse_canonical"] + 2.0 * terms["chamfer_coarse_camera"]
+                + 3.0 * 0.5 * factor * terms["chamfer_fine_canonical"] + 3.0 * 2.0 * terms["chamfer_fine_camera"]
+                + terms["occupancy"])
+    torch.testing.assert_close(loss.total, expected, rtol=1e-12, atol=0)
+    assert loss.terms["chamfer_fine_canonical"].requires_grad == (factor > 0)
+    (grad,) = torch.autograd.grad(loss.total, fine, retain_graph=True)
+    (canonical_grad,) = torch.autograd.grad(terms["chamfer_fine_canonical"], fine, retain_graph=True)
+    (expected_grad,) = torch.autograd.grad(expected, fine)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-14)
+    assert canonical_grad.abs().max() > 0  # the factor has a term to remove
+
+
 def test_non_finite_loss_names_its_terms():
     out, targets = make_case(with_decoder=True)
     level = out.levels[0]
