@@ -233,7 +233,7 @@ def reconstruction_loss(output: ReconstructionOutput, targets: Targets, weights:
         the same subsets as an uninterrupted one).
     """
     size = targets.size[:, None, None]  # camera-frame clouds are measured in object sizes
-    gt_canonical = targets.points_normalized
+    gt_canonical, gt_camera = targets.points_normalized, targets.points_camera / size
     terms: dict[str, Tensor] = {}
     clouds = {"coarse": (output.coarse, output.coarse_camera, None)}
     if output.levels:  # a decoder ran: its fine cloud gets its own terms
@@ -245,7 +245,7 @@ def reconstruction_loss(output: ReconstructionOutput, targets: Targets, weights:
     for level, (canonical, camera, lengths) in clouds.items():
         options = {"distance": weights.fine_distance if level == "fine" else "squared",
                    "robust_scale": weights.robust_scale}
-        pairs = {"canonical": (canonical, gt_canonical), "camera": (camera / size, targets.points_camera / size)}
+        pairs = {"canonical": (canonical, gt_canonical), "camera": (camera / size, gt_camera)}
         for frame, (pred, gt) in pairs.items():
             weight = chamfer_weight(weights, level, frame)
             with torch.set_grad_enabled(torch.is_grad_enabled() and weight > 0):  # weight 0: logged only
