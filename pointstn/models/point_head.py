@@ -31,15 +31,13 @@ POINT_HEAD_KINDS: tuple[str, ...] = ("linear", "mlp")
 class OffsetHead(nn.Module):
     """What both heads share: K points per voxel at centre + tanh(`raw_offsets`) voxel sizes."""
 
-    needs_context = False  # whether `forward` needs `context`
-
     def __init__(self, *, points_per_voxel: int):
         super().__init__()
         self.points_per_voxel = points_per_voxel
         self.centres_only = False  # diagnosis only (`pointstn.engine.diagnose`): every point at its voxel's centre
 
     def raw_offsets(self, coords: Tensor, features: Tensor, *, resolution: int, context: Tensor | None) -> Tensor:
-        """(V, 3K) offsets before tanh."""
+        """(V, 3K) offsets before tanh; a head that reads `context` checks it here."""
         raise NotImplementedError
 
     def forward(
@@ -48,13 +46,11 @@ class OffsetHead(nn.Module):
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         """(V, 4) voxels + (V, C) features -> padded points (B, P, 3) and lengths (B,) int64.
 
-        `context`: (B, D) one global feature per sample (read by heads with `needs_context`).
+        `context`: (B, D) one global feature per sample (read by the heads that need one: "mlp").
         The points of one sample come voxel by voxel in the order of `coords`, or of `coords[order]`
         when an `order` (a permutation of the V voxels) is given, K per voxel. Permuting here rather
         than the caller means autograd keeps `features` themselves, not a permuted copy.
         """
-        if self.needs_context and context is None:
-            raise ValueError(f"{type(self).__name__} reads a global image feature per sample: pass `context`")
         k = self.points_per_voxel
         offsets = torch.tanh(self.raw_offsets(coords, features, resolution=resolution, context=context))
         if self.centres_only:
@@ -88,8 +84,6 @@ class MLPPointHead(OffsetHead):
         context_width: the global feature is mapped to this many channels first.
     """
 
-    needs_context = True
-
     def __init__(self, *, in_channels: int, points_per_voxel: int, context_channels: int, hidden: int = 96,
                  context_width: int = 32):
         super().__init__(points_per_voxel=points_per_voxel)
@@ -101,9 +95,10 @@ class MLPPointHead(OffsetHead):
         )  # fmt: skip
 
     def raw_offsets(self, coords: Tensor, features: Tensor, *, resolution: int, context: Tensor | None) -> Tensor:
-        if context is None or context.ndim != 2 or context.shape[1] != self.context_channels:
-            got = None if context is None else tuple(context.shape)
-            raise ValueError(f"context must be (B, {self.context_channels}), got {got}")
+        if context is None:
+            raise ValueError("the mlp point head reads a global image feature per sample: pass `context`")
+        if context.ndim != 2 or context.shape[1] != self.context_channels:
+            raise ValueError(f"context must be (B, {self.context_channels}), got {tuple(context.shape)}")
         centres = voxel_centers(coords, resolution=resolution, lo=GRID_LO, hi=GRID_HI, dtype=features.dtype)
         glob = self.context(context.to(features.dtype))[coords[:, 0].long()]
         return self.mlp(torch.cat((features, centres, glob), dim=1))

@@ -82,7 +82,7 @@ def test_every_point_stays_within_one_voxel_of_its_centre():
 
 def test_mlp_head_errors_and_the_builder():
     head = build_point_head("mlp", in_channels=3, points_per_voxel=2, context_channels=4)
-    assert isinstance(head, MLPPointHead) and head.needs_context
+    assert isinstance(head, MLPPointHead)
     coords = torch.zeros(1, 4, dtype=torch.int32)
     with pytest.raises(ValueError, match="reads a global image feature per sample: pass `context`"):
         head(coords, torch.zeros(1, 3), resolution=4, batch_size=1)
