@@ -24,6 +24,7 @@ f@1% 0.354 on the same queries.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -36,14 +37,18 @@ from pointstn.models.types import SimilarityTransform
 
 
 def nearest_neighbours(
-    queries: torch.Tensor, database: torch.Tensor, *, chunk_size: int = 1024, shortlist: int = 8
-) -> torch.Tensor:
+    queries: torch.Tensor, database: torch.Tensor, *, chunk_size: int = 1024, shortlist: int = 8,
+    groups: torch.Tensor | None = None, exclude: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
     """(Q,) int64 index of the database row nearest (squared L2) to each query row.
 
     queries: (Q, D); database: (V, D). Per chunk of `chunk_size` queries, one matmul ranks every row
     (|e|^2 - 2 q.e); the `shortlist` best are re-scored exactly in float64 as sum((q - e)^2), so an
     identical row scores exactly 0. Ties go to the lowest index (among rows with bit-identical exact
     distances inside the shortlist).
+    groups (V,) and exclude (Q,), int64, given together: query q never matches a row whose group is
+    exclude[q] (leave-one-object-out retrieval among training views; -1 excludes nothing when groups
+    are >= 0). A query whose every row is excluded is an error.
     """
     if queries.ndim != 2 or database.ndim != 2 or queries.shape[1] != database.shape[1]:
         raise ValueError(
@@ -53,6 +58,13 @@ def nearest_neighbours(
         raise ValueError("the database is empty")
     if chunk_size < 1 or shortlist < 1:
         raise ValueError(f"chunk_size and shortlist must be >= 1; got {chunk_size} and {shortlist}")
+    if (groups is None) != (exclude is None):
+        raise ValueError("groups and exclude come together")
+    if groups is not None and (groups.shape != database.shape[:1] or exclude.shape != queries.shape[:1]):
+        raise ValueError(
+            f"groups must be (V,) = ({database.shape[0]},) and exclude (Q,) = ({queries.shape[0]},); "
+            f"got {tuple(groups.shape)} and {tuple(exclude.shape)}"
+        )
     database = database.float()
     squared_norms = (database * database).sum(dim=1)
     k = min(shortlist, database.shape[0])
@@ -60,8 +72,16 @@ def nearest_neighbours(
     for start in range(0, queries.shape[0], chunk_size):
         chunk = queries[start : start + chunk_size].float()
         approximate = squared_norms[None, :] - 2.0 * (chunk @ database.T)  # (q, V)
+        excluded = None
+        if groups is not None:
+            excluded = groups[None, :] == exclude[start : start + chunk_size, None]  # (q, V)
+            if excluded.all(dim=1).any():
+                raise ValueError("a query excludes every database row")
+            approximate = approximate.masked_fill(excluded, math.inf)
         candidates = approximate.topk(k, dim=1, largest=False).indices.sort(dim=1).values  # ascending index
         exact = ((chunk[:, None, :].double() - database[candidates].double()) ** 2).sum(dim=-1)  # (q, k)
+        if excluded is not None:  # fewer than k allowed rows can leave excluded ones in the shortlist
+            exact = exact.masked_fill(excluded.gather(1, candidates), math.inf)
         found.append(candidates.gather(1, exact.argmin(dim=1, keepdim=True))[:, 0])
     return torch.cat(found) if found else torch.zeros(0, dtype=torch.int64)
 

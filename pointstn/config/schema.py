@@ -112,11 +112,22 @@ class DecoderConfig:
 
 
 @dataclass(frozen=True)
+class RetrievalPriorConfig:
+    """A retrieved training shape as an extra input of the decoder (models/retrieval_prior.py)."""
+
+    enabled: bool = param(
+        False, help="the decoder also sees the nearest training view's object cloud, posed as that view saw it"
+    )
+    points: int = param(1024, min=16, max=65536, help="points of each stored training cloud (the decoder's prior)")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     stn: STNConfig = field(default_factory=STNConfig)
     rig: RigConfig = field(default_factory=RigConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    retrieval_prior: RetrievalPriorConfig = field(default_factory=RetrievalPriorConfig)
     sampler_channels: int = param(64, min=8, max=2048, help="image-feature channels per sampled point")
     coarse_hidden: int = param(512, min=16, max=8192, help="hidden width of the coarse (global) branch")
     num_coarse_points: int = param(1024, min=16, max=65536, help="points of the coarse (global branch) cloud")

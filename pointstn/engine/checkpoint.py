@@ -148,9 +148,14 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
 
 
 def load_model_state(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
-    """Strict load: every missing, unexpected or mis-shaped key is listed in one error."""
-    own = model.state_dict()
+    """Strict load: every missing, unexpected or mis-shaped key is listed in one error. Modules whose
+    buffers are sized by data (`adopt_shapes`: the retrieval prior's memory) take the checkpoint's sizes."""
     theirs = checkpoint.model_state
+    for name, module in model.named_modules():
+        if hasattr(module, "adopt_shapes"):
+            prefix = f"{name}." if name else ""
+            module.adopt_shapes({k[len(prefix):]: v for k, v in theirs.items() if k.startswith(prefix)})
+    own = model.state_dict()
     missing = sorted(set(own) - set(theirs))
     unexpected = sorted(set(theirs) - set(own))
     shapes = sorted(k for k in set(own) & set(theirs) if tuple(own[k].shape) != tuple(theirs[k].shape))

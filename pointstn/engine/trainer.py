@@ -236,7 +236,16 @@ def _train(config, run_dir, context, checkpoint, initial, time_limit_minutes, pr
         step, best = checkpoint.step, checkpoint.state.get("best_value")
         history = History.load(run_dir, up_to_step=step)
         log.info("resumed from %s at step %d", checkpoint.path, step)
-    network = DistributedDataParallel(model) if context.enabled else model
+    prior = getattr(model, "retrieval_prior", None)
+    if prior is not None and checkpoint is None:  # a resumed run keeps the memory its checkpoint holds
+        prior.fit(PreparedDataset(config.data.root, split=config.data.train_split, image_size=config.data.image_size,
+                                  num_points=config.model.retrieval_prior.points))
+    network = model
+    if context.enabled:
+        if prior is not None:  # identical on every rank (fitted from the same files): not broadcast every step
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                model, [f"retrieval_prior.{name}" for name, _ in prior.named_buffers()])
+        network = DistributedDataParallel(model)
     weights = LossWeights.from_config(config.loss)
     limit = time_limit_minutes if time_limit_minutes is not None else train_cfg.time_limit_minutes
     deadline = time.monotonic() + 60 * limit if limit else math.inf
@@ -264,9 +273,9 @@ def _train(config, run_dir, context, checkpoint, initial, time_limit_minutes, pr
                 targets = Targets(points=batch.points, points_camera=batch.points_camera, rotation=batch.rotation,
                                   size=batch.extents.max(dim=1).values,
                                   unique_rotation=unique_rotation[batch.object_index])
-                output = network(batch.image, **occupancy_truth(config.model.decoder.target_frame,
-                                                                points_camera=targets.points_camera,
-                                                                points=targets.points, size=targets.size))
+                truth = occupancy_truth(config.model.decoder.target_frame, points_camera=targets.points_camera,
+                                        points=targets.points, size=targets.size)
+                output = network(batch.image, exclude_objects=batch.object_index, **truth)
                 try:
                     subset = torch.Generator(device=context.device).manual_seed(train_cfg.seed * 1_000_003 + step)
                     loss = reconstruction_loss(output, targets, weights, fine_points=config.model.num_output_points,

@@ -9,6 +9,7 @@ from pointstn.models.backbone import ResNetBackbone
 from pointstn.models.heads import CoarseHead
 from pointstn.models.localization import LocalizationNet, nominal_pose_from_rig, rotation_anchors
 from pointstn.models.reconstructor import Reconstructor
+from pointstn.models.retrieval_prior import RetrievalPrior
 from pointstn.models.sampler3d import FeatureSampler3D
 
 
@@ -68,14 +69,18 @@ def build_model(config: ExperimentConfig) -> Reconstructor:
         if model.stn.rotation_anchor_step_deg else None,
     )
     coarse_head = CoarseHead(in_channels=pooled, num_points=model.num_coarse_points, hidden=model.coarse_hidden)
-    sampler = decoder = None
+    sampler = decoder = prior = None
+    if model.retrieval_prior.enabled:
+        if model.decoder.kind == "none":
+            raise ValueError("model.retrieval_prior is an input of the decoder; model.decoder.kind 'none' has none")
+        prior = RetrievalPrior(points=model.retrieval_prior.points)
     if model.decoder.kind != "none":
         sampler = FeatureSampler3D(
             in_channels=backbone.out_channels, out_channels=model.sampler_channels,
             focal=normalized_focal(model.rig.fov_y_deg),
         )
         decoder = _decoder_class(model.decoder.kind)(
-            in_channels=sampler.out_channels,
+            in_channels=sampler.out_channels + (1 if prior is not None else 0),  # + the prior's flag
             channels=model.decoder.channels,
             resolution=model.decoder.resolution,
             points_per_voxel=model.decoder.points_per_voxel,
@@ -90,4 +95,5 @@ def build_model(config: ExperimentConfig) -> Reconstructor:
     return Reconstructor(
         backbone=backbone, localization=localization, coarse_head=coarse_head, sampler=sampler, decoder=decoder,
         image_size=config.data.image_size, lattice=model.decoder.lattice if decoder is not None else 0,
+        retrieval_prior=prior,
     )

@@ -88,14 +88,18 @@ class Reconstructor(nn.Module):
     """Single-image point-cloud reconstruction; stages are given ready-built (see build.py)."""
 
     def __init__(self, *, backbone: nn.Module, localization: nn.Module, coarse_head: nn.Module,
-                 sampler: nn.Module | None, decoder: nn.Module | None, image_size: int, lattice: int = 0):
+                 sampler: nn.Module | None, decoder: nn.Module | None, image_size: int, lattice: int = 0,
+                 retrieval_prior: nn.Module | None = None):
         super().__init__()
         if (sampler is None) != (decoder is None):
             raise ValueError("sampler and decoder come together (decoder 'none' has neither)")
+        if retrieval_prior is not None and decoder is None:
+            raise ValueError("the retrieval prior is an input of the decoder; decoder 'none' has none")
         if not isinstance(lattice, int) or lattice < 0:
             raise ValueError(f"lattice must be an int >= 0 (0: no query lattice); got {lattice!r}")
         self.backbone, self.localization, self.coarse_head = backbone, localization, coarse_head
         self.sampler, self.decoder = sampler, decoder
+        self.retrieval_prior = retrieval_prior
         self.image_size = image_size
         self.register_buffer("lattice", lattice_points(lattice), persistent=False)
 
@@ -112,11 +116,12 @@ class Reconstructor(nn.Module):
             raise ValueError("images must be finite floating-point values in [0, 1]")
 
     def forward(self, images: Tensor, gt_points: Tensor | None = None, gt_lengths: Tensor | None = None, *,
-                gt_points_camera: Tensor | None = None) -> ReconstructionOutput:
+                gt_points_camera: Tensor | None = None, exclude_objects: Tensor | None = None) -> ReconstructionOutput:
         """images: (B, 3, S, S) in [0, 1]. Ground truth, optional, used only to label the decoder's
         occupancy at every level (training): gt_points (B, N, 3) in the normalized canonical frame, or
         gt_points_camera (B, N, 3) in metres, which is brought into the frame the model predicted
-        (`targets_in_predicted_frame`)."""
+        (`targets_in_predicted_frame`). exclude_objects (B,): with a retrieval prior, the training
+        object of each image, whose views it must not retrieve (training); ignored without one."""
         self.check_images(images)
         features = self.backbone(images)
         transform, hypotheses = self.localization(features.pooled, with_hypotheses=True)
@@ -128,7 +133,16 @@ class Reconstructor(nn.Module):
             queries = coarse
             if self.lattice.numel():
                 queries = torch.cat((coarse, self.lattice.to(coarse.dtype).expand(batch, -1, -1)), dim=1)
+            prior = None
+            if self.retrieval_prior is not None:  # posed in the predicted frame, like the occupancy labels
+                prior = self.retrieval_prior(images, exclude_objects=exclude_objects).to(queries.dtype)
+                queries = torch.cat((queries, transform.detach().inverse_apply(prior)), dim=1)
             point_features = self.sampler(queries, transform, features.maps)
+            point_inputs = point_features.features
+            if prior is not None:  # a flag channel: 1 at the prior's points (outside the cube the decoder ignores them)
+                flag = torch.zeros_like(point_inputs[..., :1])
+                flag[:, -prior.shape[1]:] = 1.0
+                point_inputs = torch.cat((point_inputs, flag), dim=-1)
             targets = None
             if gt_points_camera is not None:
                 targets = self.decoder.occupancy_targets(*targets_in_predicted_frame(gt_points_camera, transform))
@@ -138,9 +152,12 @@ class Reconstructor(nn.Module):
             if self.decoder.lift is not None:
                 def lift(coords: Tensor, resolution: int) -> Tensor:
                     centres = voxel_centers(coords, resolution=resolution, dtype=queries.dtype)
-                    return self.sampler.sample_packed(centres, coords[:, 0], transform, point_features.maps)
+                    lifted = self.sampler.sample_packed(centres, coords[:, 0], transform, point_features.maps)
+                    if prior is not None:  # the flag channel, 0 (not a prior point)
+                        lifted = torch.cat((lifted, torch.zeros_like(lifted[:, :1])), dim=-1)
+                    return lifted
             decoded: DecoderOutput = self.decoder(
-                queries, point_features.features, targets=targets, lift=lift, context=features.pooled
+                queries, point_inputs, targets=targets, lift=lift, context=features.pooled
             )
             points, lengths, levels = decoded.points, decoded.lengths, decoded.levels
         return ReconstructionOutput(

@@ -150,3 +150,31 @@ def test_fit_stores_each_object_once(train, fitted):
 def test_predict_before_fit_is_an_error():
     with pytest.raises(PointstnError, match="before fit"):
         RetrievalBaseline().predict(torch.rand(1, 3, 64, 64))
+
+
+def test_nearest_neighbours_skips_the_excluded_group_like_a_float64_reference():
+    g = torch.Generator().manual_seed(1)
+    database = torch.rand(120, 9, generator=g)
+    groups = torch.randint(0, 6, (120,), generator=g)
+    queries = torch.cat([torch.rand(20, 9, generator=g), database[[5, 77]]])  # two exact copies of rows
+    exclude = torch.randint(0, 6, (22,), generator=g)
+    exclude[-2:] = groups[[5, 77]]  # their own group: the copies must not be found
+    found = nearest_neighbours(queries, database, chunk_size=4, shortlist=3, groups=groups, exclude=exclude)
+    d = ((queries.double()[:, None, :] - database.double()[None, :, :]) ** 2).sum(-1)
+    d[groups[None, :] == exclude[:, None]] = float("inf")
+    assert torch.equal(found, d.argmin(dim=1))
+    assert (groups[found] != exclude).all()
+    # fewer allowed rows than the shortlist: excluded rows in it never win
+    few = nearest_neighbours(database[:3], database[:4], shortlist=8, groups=torch.tensor([0, 0, 0, 1]),
+                             exclude=torch.zeros(3, dtype=torch.int64))
+    assert few.tolist() == [3, 3, 3]
+
+
+def test_nearest_neighbours_exclusion_errors():
+    database, groups = torch.rand(4, 3), torch.zeros(4, dtype=torch.int64)
+    with pytest.raises(ValueError, match="excludes every database row"):
+        nearest_neighbours(torch.rand(2, 3), database, groups=groups, exclude=torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="come together"):
+        nearest_neighbours(torch.rand(2, 3), database, groups=groups)
+    with pytest.raises(ValueError, match="groups must be"):
+        nearest_neighbours(torch.rand(2, 3), database, groups=groups, exclude=torch.zeros(3, dtype=torch.int64))

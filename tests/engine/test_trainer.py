@@ -23,6 +23,7 @@ import torch
 
 from pointstn.cli.main import main
 from pointstn.config import ExperimentConfig, dump_config, load_config
+from pointstn.data.dataset import PreparedDataset
 from pointstn.engine import trainer
 from pointstn.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from pointstn.engine.trainer import (
@@ -34,6 +35,7 @@ from pointstn.engine.trainer import (
 from pointstn.errors import PointstnError
 from pointstn.models import losses
 from pointstn.models.build import build_model
+from pointstn.models.retrieval_prior import RetrievalPrior
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -217,7 +219,6 @@ def test_smoke_config_trains_end_to_end_and_fills_the_run_folder(smoke_runs, tin
 def test_training_ends_by_calibrating_best_pt_pruning_on_the_val_split(smoke_runs, tiny_dataset):
     """best.pt's config carries the (voxel_floor, prune_threshold) that scored best on the validation
     split, and validating best.pt as stored reproduces that score; without a decoder nothing is calibrated."""
-    from pointstn.data.dataset import PreparedDataset
     from pointstn.engine.calibrate import MAX_IMAGES, PRUNE_THRESHOLDS, VOXEL_FLOORS
     from pointstn.engine.validate import validate
 
@@ -336,6 +337,51 @@ def test_death_right_after_last_pt_is_written_loses_no_history_row(smoke_runs, t
     assert sorted(rows(run_b, "val")) == [3]
     monkeypatch.setattr(trainer, "save_checkpoint", original)
 
+    assert_resume_completes_like(run_a, run_b, overrides)
+
+
+def test_the_retrieval_prior_trains_leaving_each_sample_s_object_out_and_resumes_from_its_checkpoint(
+        tiny_dataset, tmp_path, monkeypatch):
+    """Training fits the memory on the train split and excludes each sample's own object; validation
+    excludes nothing; a resumed run takes the memory from last.pt (no refit) and ends like the uninterrupted one."""
+    overrides = smoke_overrides(tiny_dataset, "model.decoder.kind=sparse", "model.retrieval_prior.enabled=true",
+                                "model.retrieval_prior.points=64")
+    forward, calls = RetrievalPrior.forward, []
+
+    def spy(self, images, *, exclude_objects=None):
+        calls.append((self.training, exclude_objects))
+        return forward(self, images, exclude_objects=exclude_objects)
+
+    monkeypatch.setattr(RetrievalPrior, "forward", spy)
+    run_a = tmp_path / "a"
+    result = train_cli(run_a, overrides)
+    assert result.code == 0, result.stderr
+    assert "retrieval prior: stored 9 views of 3 objects (64 points each)" in (run_a / "log.txt").read_text()
+    assert [training for training, _ in calls].count(True) == MAX_STEPS
+    assert all((exclude is not None) == training for training, exclude in calls)
+    stored = load_checkpoint(run_a / "last.pt").model_state
+    fresh = RetrievalPrior(points=64).fit(PreparedDataset(tiny_dataset, split="train", num_points=64))
+    for name, value in fresh.state_dict().items():
+        assert torch.equal(stored[f"retrieval_prior.{name}"], value), name
+
+    original, steps = trainer.reconstruction_loss, []
+
+    def loss_then_die_at_step_5(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 5:
+            raise AbruptDeath
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "reconstruction_loss", loss_then_die_at_step_5)
+    run_b = tmp_path / "b"
+    with pytest.raises(AbruptDeath):
+        train_cli(run_b, overrides)
+    monkeypatch.setattr(trainer, "reconstruction_loss", original)
+
+    def no_refit(*args, **kwargs):
+        raise AssertionError("a resumed run must not refit the retrieval prior")
+
+    monkeypatch.setattr(RetrievalPrior, "fit", no_refit)
     assert_resume_completes_like(run_a, run_b, overrides)
 
 

@@ -1,0 +1,124 @@
+"""The retrieval prior: the nearest training view's object cloud, posed as that view saw it, as an extra
+input of the decoder.
+
+Retrieval (`pointstn.baselines.retrieval`: the nearest training image under the fixed silhouette
+embedding -> its object's cloud in its pose) scores higher than every model trained here on the shape
+frame's f@1% (docs/RESULTS.md), and per image the two are often right in different places (session 24:
+best-of-two 0.160 vs retrieval 0.137 on test). With `model.retrieval_prior.enabled` the model keeps the
+retrieval memory as buffers (so checkpoints carry it and inference needs no dataset) and, per image,
+places the retrieved cloud in the frame of the predicted transform, where it joins the decoder's query
+points with a flag channel: the decoder sees where a similar training object would be and the image
+features at those places, and its occupancy heads keep or carve it.
+
+Memory (buffers, sized by `fit` or by the checkpoint being loaded, `adopt_shapes`):
+    embeddings (V, D) float32: one per training view (`DEFAULT_EMBEDDING`);
+    view_objects (V,) int64: the row of each view's object in `clouds`;
+    rotations (V, 3, 3), translations (V, 3): each view's pose (camera from object, metres);
+    clouds (O, P, 3) float32: each object's first P stored surface points, canonical metres;
+    object_indices (O,) int64: the training split's object index of each row (for exclusion).
+
+In training, a sample's own object is excluded (`exclude_objects`), so the prior is as good as it will
+be on held-out objects: retrieving the sample's own object (another view of it) would hand the decoder
+the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from torch import Tensor, nn
+
+from pointstn.errors import PointstnError
+
+log = logging.getLogger(__name__)
+
+_BUFFERS = ("embeddings", "view_objects", "rotations", "translations", "clouds", "object_indices")
+
+
+class RetrievalPrior(nn.Module):
+    """images -> (B, P, 3) camera-frame cloud (metres) of each image's nearest training view.
+
+    points: P, the points stored per training object (the decoder's prior cloud).
+    """
+
+    def __init__(self, *, points: int):
+        super().__init__()
+        if not isinstance(points, int) or points < 1:
+            raise ValueError(f"points must be an int >= 1; got {points!r}")
+        self.points = points
+        self.register_buffer("embeddings", torch.zeros(0, 0))
+        self.register_buffer("view_objects", torch.zeros(0, dtype=torch.int64))
+        self.register_buffer("rotations", torch.zeros(0, 3, 3))
+        self.register_buffer("translations", torch.zeros(0, 3))
+        self.register_buffer("clouds", torch.zeros(0, points, 3))
+        self.register_buffer("object_indices", torch.zeros(0, dtype=torch.int64))
+
+    @property
+    def fitted(self) -> bool:
+        return self.embeddings.shape[0] > 0
+
+    @torch.no_grad()
+    def fit(self, dataset, *, batch_size: int = 64, progress: bool = False) -> RetrievalPrior:
+        """Store every view of `dataset` (a `PreparedDataset` of `points` points per sample, normally
+        the training split without augmentation), replacing what was stored."""
+        from pointstn.baselines.retrieval import RetrievalBaseline
+
+        if getattr(dataset, "num_points", self.points) != self.points:
+            raise PointstnError(
+                f"the retrieval prior stores {self.points} points per object; the dataset gives {dataset.num_points}"
+            )
+        start = time.perf_counter()
+        memory = RetrievalBaseline().fit(dataset, batch_size=batch_size, progress=progress)
+        device = self.clouds.device
+        self.embeddings = memory.embeddings.to(device)
+        self.view_objects = memory.view_objects.to(device)
+        self.rotations = memory.rotations.to(device)
+        self.translations = memory.translations.to(device)
+        self.clouds = memory.clouds.to(device)
+        self.object_indices = memory.object_indices.to(device)
+        log.info(
+            "retrieval prior: stored %d views of %d objects (%d points each) in %.0f s",
+            self.embeddings.shape[0],
+            self.clouds.shape[0],
+            self.points,
+            time.perf_counter() - start,
+        )
+        return self
+
+    def adopt_shapes(self, state: dict[str, Tensor]) -> None:
+        """Resize the memory's buffers to those of `state` (this module's entries of a state dict, keys
+        without the module's prefix) so a strict load can fill them; a cloud of another point count is
+        left alone (the load then reports the mismatch)."""
+        clouds = state.get("clouds")
+        if clouds is not None and tuple(clouds.shape[1:]) != (self.points, 3):
+            return
+        for name in _BUFFERS:
+            if name in state:
+                mine = getattr(self, name)
+                setattr(self, name, torch.zeros(state[name].shape, dtype=mine.dtype, device=mine.device))
+
+    @torch.no_grad()
+    def forward(self, images: Tensor, *, exclude_objects: Tensor | None = None) -> Tensor:
+        """(B, 3, S, S) RGB in [0, 1] -> (B, P, 3) camera-frame metres. `exclude_objects` (B,): the
+        training split's object index of each image, whose own views are never retrieved (training)."""
+        from pointstn.baselines.embedding import embed
+        from pointstn.baselines.retrieval import nearest_neighbours
+
+        if not self.fitted:
+            raise PointstnError(
+                "the retrieval prior holds no training views: fit it on the training split "
+                "(training does) or load a checkpoint trained with it"
+            )
+        queries = embed(images).to(self.embeddings.device)
+        groups = exclude = None
+        if exclude_objects is not None:
+            groups = self.object_indices[self.view_objects]
+            exclude = exclude_objects.to(groups.device).long()
+        views = nearest_neighbours(queries, self.embeddings, groups=groups, exclude=exclude)
+        clouds = self.clouds[self.view_objects[views]]
+        return clouds @ self.rotations[views].transpose(1, 2) + self.translations[views][:, None, :]
+
+
+__all__ = ["RetrievalPrior"]
