@@ -118,7 +118,9 @@ class RetrievalPriorConfig:
     enabled: bool = param(
         False, help="the decoder also sees the nearest training view's object cloud, posed as that view saw it"
     )
-    points: int = param(1024, min=16, max=65536, help="points of each stored training cloud (the decoder's prior)")
+    points: int = param(
+        8192, min=16, max=65536, help="points of each stored training cloud (enough to reach every voxel it occupies)"
+    )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pointstn.models.backbone import ResNetBackbone
 from pointstn.models.heads import CoarseHead
 from pointstn.models.localization import LocalizationNet, nominal_pose_from_rig, rotation_anchors
 from pointstn.models.reconstructor import Reconstructor
-from pointstn.models.retrieval_prior import RetrievalPrior
+from pointstn.models.retrieval_prior import PRIOR_CHANNELS, RetrievalPrior
 from pointstn.models.sampler3d import FeatureSampler3D
 
 
@@ -80,7 +80,7 @@ def build_model(config: ExperimentConfig) -> Reconstructor:
             focal=normalized_focal(model.rig.fov_y_deg),
         )
         decoder = _decoder_class(model.decoder.kind)(
-            in_channels=sampler.out_channels + (1 if prior is not None else 0),  # + the prior's flag
+            in_channels=sampler.out_channels + (PRIOR_CHANNELS if prior is not None else 0),
             channels=model.decoder.channels,
             resolution=model.decoder.resolution,
             points_per_voxel=model.decoder.points_per_voxel,

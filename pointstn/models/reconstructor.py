@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from pointstn.models.decoder_types import DecoderOutput, LevelOutput
+from pointstn.models.retrieval_prior import prior_queries
 from pointstn.models.types import RotationHypotheses, SimilarityTransform
 from pointstn.ops.voxel import voxel_centers
 
@@ -135,14 +136,15 @@ class Reconstructor(nn.Module):
                 queries = torch.cat((coarse, self.lattice.to(coarse.dtype).expand(batch, -1, -1)), dim=1)
             prior = None
             if self.retrieval_prior is not None:  # posed in the predicted frame, like the occupancy labels
-                prior = self.retrieval_prior(images, exclude_objects=exclude_objects).to(queries.dtype)
-                queries = torch.cat((queries, transform.detach().inverse_apply(prior)), dim=1)
+                cloud = self.retrieval_prior(images, exclude_objects=exclude_objects).to(queries.dtype)
+                prior_points, prior = prior_queries(transform.detach().inverse_apply(cloud),
+                                                    resolution=self.decoder.resolution)
+                queries = torch.cat((queries, prior_points), dim=1)
             point_features = self.sampler(queries, transform, features.maps)
             point_inputs = point_features.features
-            if prior is not None:  # a flag channel: 1 at the prior's points (outside the cube the decoder ignores them)
-                flag = torch.zeros_like(point_inputs[..., :1])
-                flag[:, -prior.shape[1]:] = 1.0
-                point_inputs = torch.cat((point_inputs, flag), dim=-1)
+            if prior is not None:  # the prior's channels; zeros for the coarse and lattice points
+                own = prior.new_zeros(batch, queries.shape[1] - prior.shape[1], prior.shape[2])
+                point_inputs = torch.cat((point_inputs, torch.cat((own, prior), dim=1)), dim=-1)
             targets = None
             if gt_points_camera is not None:
                 targets = self.decoder.occupancy_targets(*targets_in_predicted_frame(gt_points_camera, transform))
@@ -153,8 +155,8 @@ class Reconstructor(nn.Module):
                 def lift(coords: Tensor, resolution: int) -> Tensor:
                     centres = voxel_centers(coords, resolution=resolution, dtype=queries.dtype)
                     lifted = self.sampler.sample_packed(centres, coords[:, 0], transform, point_features.maps)
-                    if prior is not None:  # the flag channel, 0 (not a prior point)
-                        lifted = torch.cat((lifted, torch.zeros_like(lifted[:, :1])), dim=-1)
+                    if prior is not None:  # the prior's channels, 0 (not a prior point)
+                        lifted = torch.cat((lifted, lifted.new_zeros(lifted.shape[0], prior.shape[2])), dim=-1)
                     return lifted
             decoded: DecoderOutput = self.decoder(
                 queries, point_inputs, targets=targets, lift=lift, context=features.pooled

@@ -6,9 +6,10 @@ embedding -> its object's cloud in its pose) scores higher than every model trai
 frame's f@1% (docs/RESULTS.md), and per image the two are often right in different places (session 24:
 best-of-two 0.160 vs retrieval 0.137 on test). With `model.retrieval_prior.enabled` the model keeps the
 retrieval memory as buffers (so checkpoints carry it and inference needs no dataset) and, per image,
-places the retrieved cloud in the frame of the predicted transform, where it joins the decoder's query
-points with a flag channel: the decoder sees where a similar training object would be and the image
-features at those places, and its occupancy heads keep or carve it.
+places the retrieved cloud in the frame of the predicted transform, where its voxels join the decoder's
+query points with extra channels (`prior_queries`): the decoder sees where a similar training object
+would be, where inside each voxel its surface lies, and the image features at those places, and its
+occupancy heads keep or carve it.
 
 Memory (buffers, sized by `fit` or by the checkpoint being loaded, `adopt_shapes`):
     embeddings (V, D) float32: one per training view (`DEFAULT_EMBEDDING`);
@@ -35,6 +36,33 @@ from pointstn.errors import PointstnError
 log = logging.getLogger(__name__)
 
 _BUFFERS = ("embeddings", "view_objects", "rotations", "translations", "clouds", "object_indices")
+
+
+PRIOR_CHANNELS = 4  # the decoder's extra input channels: flag, offset from the voxel centre (3)
+OUTSIDE = 2.0  # where padding query points go: outside the normalized cube, which the decoder ignores
+
+
+def prior_queries(points: Tensor, *, resolution: int) -> tuple[Tensor, Tensor]:
+    """A prior cloud (B, P, 3) in the normalized frame -> the decoder's query points for it (B, V, 3) and
+    their extra input channels (B, V, PRIOR_CHANNELS).
+
+    One query per voxel of the decoder's finest R^3 grid that the cloud occupies, at the mean of its
+    points there: the prior's whole surface at a fixed cost (a few thousand voxels, not P points), and
+    where inside each voxel it lies. Channels: 1 (the flag), then the mean's offset from the voxel centre
+    in voxel sizes (in [-0.5, 0.5]); the decoder scatter-means its inputs per voxel, so these arrive
+    scaled by the share of the voxel's queries that are the prior's. Points outside the cube are left
+    out; samples with fewer voxels are padded with points at `OUTSIDE` and zero channels.
+    """
+    from pointstn.ops.voxel import packed_to_padded, voxel_centers, voxelize
+
+    voxels = voxelize(points, points, resolution=resolution)
+    means = voxels.features
+    offsets = (means - voxel_centers(voxels.coords, resolution=resolution, dtype=means.dtype)) * resolution
+    rows = torch.cat((means, torch.ones_like(means[:, :1]), offsets), dim=1)
+    padded, lengths = packed_to_padded(rows, voxels.coords[:, 0], points.shape[0])
+    valid = torch.arange(padded.shape[1], device=padded.device)[None, :] < lengths[:, None]
+    queries = torch.where(valid[..., None], padded[..., :3], torch.full_like(padded[..., :3], OUTSIDE))
+    return queries, padded[..., 3:]
 
 
 class RetrievalPrior(nn.Module):
@@ -121,4 +149,4 @@ class RetrievalPrior(nn.Module):
         return clouds @ self.rotations[views].transpose(1, 2) + self.translations[views][:, None, :]
 
 
-__all__ = ["RetrievalPrior"]
+__all__ = ["OUTSIDE", "PRIOR_CHANNELS", "RetrievalPrior", "prior_queries"]

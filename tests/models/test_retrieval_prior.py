@@ -19,7 +19,7 @@ from pointstn.engine.checkpoint import (
 )
 from pointstn.errors import PointstnError
 from pointstn.models.build import build_model
-from pointstn.models.retrieval_prior import RetrievalPrior
+from pointstn.models.retrieval_prior import OUTSIDE, PRIOR_CHANNELS, RetrievalPrior, prior_queries
 
 REPO = Path(__file__).resolve().parents[2]
 POINTS = 64
@@ -87,7 +87,34 @@ def test_an_unfitted_prior_and_a_wrong_point_count_are_clear_errors(tiny_dataset
         build_model(smoke("model.decoder.kind=none"))
 
 
-def test_the_decoder_sees_the_prior_posed_in_the_predicted_frame_with_a_flag(fitted, batch):
+def test_prior_queries_are_the_mean_of_each_occupied_voxel_like_a_per_point_reference():
+    g = torch.Generator().manual_seed(2)
+    points = torch.rand(3, 200, 3, generator=g, dtype=torch.float64) * 1.2 - 0.6  # some outside the cube
+    points[2] = 5.0  # a sample with nothing inside
+    resolution = 4
+    queries, channels = prior_queries(points, resolution=resolution)
+    assert channels.shape == (*queries.shape[:2], PRIOR_CHANNELS)
+    for b in range(3):
+        cells: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        for p in points[b]:
+            if (p.abs() <= 0.5).all():
+                cell = tuple(min(int((c + 0.5) * resolution), resolution - 1) for c in p.tolist())
+                cells.setdefault(cell, []).append(p)
+        rows = channels[b, :, 0] == 1
+        assert int(rows.sum()) == len(cells)
+        assert (queries[b, ~rows] == OUTSIDE).all() and (channels[b, ~rows] == 0).all()
+        got = {tuple(min(int((c + 0.5) * resolution), resolution - 1) for c in q.tolist()): (q, o)
+               for q, o in zip(queries[b, rows], channels[b, rows, 1:])}
+        assert sorted(got) == sorted(cells)
+        for cell, members in cells.items():
+            mean = torch.stack(members).mean(dim=0)
+            centre = (torch.tensor(cell, dtype=torch.float64) + 0.5) / resolution - 0.5
+            torch.testing.assert_close(got[cell][0], mean)
+            torch.testing.assert_close(got[cell][1], (mean - centre) * resolution)
+            assert got[cell][1].abs().max() <= 0.5 + 1e-9
+
+
+def test_the_decoder_sees_the_prior_posed_in_the_predicted_frame_with_its_channels(fitted, batch):
     torch.manual_seed(0)
     model = with_memory(build_model(smoke()), fitted)
     seen = {}
@@ -95,12 +122,14 @@ def test_the_decoder_sees_the_prior_posed_in_the_predicted_frame_with_a_flag(fit
     images = batch.image[:3]
     out = model(images, gt_points_camera=batch.points_camera[:3], exclude_objects=batch.object_index[:3])
     first = 128 + 64  # coarse points + the 4^3 lattice
-    assert seen["points"].shape == (3, first + POINTS, 3)
-    expected = out.transform.inverse_apply(fitted(images, exclude_objects=batch.object_index[:3]))
-    torch.testing.assert_close(seen["points"][:, first:], expected)
-    flag = seen["features"][..., -1]
-    assert torch.equal(flag[:, first:], torch.ones(3, POINTS)) and torch.equal(flag[:, :first], torch.zeros(3, first))
-    assert seen["features"].shape[-1] == model.sampler.out_channels + 1
+    posed = out.transform.inverse_apply(fitted(images, exclude_objects=batch.object_index[:3]))
+    queries, channels = prior_queries(posed, resolution=model.decoder.resolution)
+    assert seen["points"].shape == (3, first + queries.shape[1], 3) and (channels[..., 0] == 1).any()
+    torch.testing.assert_close(seen["points"][:, first:], queries)
+    extra = seen["features"][..., -PRIOR_CHANNELS:]
+    torch.testing.assert_close(extra[:, first:], channels)
+    assert torch.equal(extra[:, :first], torch.zeros(3, first, PRIOR_CHANNELS))
+    assert seen["features"].shape[-1] == model.sampler.out_channels + PRIOR_CHANNELS
     assert torch.isfinite(out.points).all()
 
 
