@@ -82,6 +82,8 @@ class RetrievalPrior(nn.Module):
         self.register_buffer("translations", torch.zeros(0, 3))
         self.register_buffer("clouds", torch.zeros(0, points, 3))
         self.register_buffer("object_indices", torch.zeros(0, dtype=torch.int64))
+        self._checked = False  # check_memory passed since the buffers last changed (fit, adopt_shapes, a load)
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_checked", False))
 
     @property
     def fitted(self) -> bool:
@@ -106,6 +108,7 @@ class RetrievalPrior(nn.Module):
         self.translations = memory.translations.to(device)
         self.clouds = memory.clouds.to(device)
         self.object_indices = memory.object_indices.to(device)
+        self._checked = False
         log.info(
             "retrieval prior: stored %d views of %d objects (%d points each) in %.0f s",
             self.embeddings.shape[0],
@@ -122,10 +125,35 @@ class RetrievalPrior(nn.Module):
         clouds = state.get("clouds")
         if clouds is not None and tuple(clouds.shape[1:]) != (self.points, 3):
             return
+        self._checked = False
         for name in _BUFFERS:
             if name in state:
                 mine = getattr(self, name)
                 setattr(self, name, torch.zeros(state[name].shape, dtype=mine.dtype, device=mine.device))
+
+    def check_memory(self) -> None:
+        """Raise PointstnError unless the buffers describe one consistent memory (a checkpoint's may not)."""
+        from pointstn.baselines.embedding import silhouette_embedding
+
+        views, objects = self.embeddings.shape[0], self.clouds.shape[0]
+        shapes_agree = (
+            self.embeddings.ndim == 2
+            and self.view_objects.shape == (views,)
+            and self.rotations.shape == (views, 3, 3)
+            and self.translations.shape == (views, 3)
+            and self.object_indices.shape == (objects,)
+        )
+        problem = None
+        if not shapes_agree:
+            problem = "its buffers disagree on the number of views or objects"
+        elif self.embeddings.shape[1] != silhouette_embedding(torch.zeros(1, 3, 16, 16)).shape[1]:
+            problem = f"its embeddings have {self.embeddings.shape[1]} dimensions, not the silhouette embedding's"
+        elif views and (int(self.view_objects.min()) < 0 or int(self.view_objects.max()) >= objects):
+            problem = f"a view names an object outside its {objects} clouds"
+        elif not all(torch.isfinite(t).all() for t in (self.embeddings, self.rotations, self.translations, self.clouds)):
+            problem = "it holds NaN or inf"
+        if problem:
+            raise PointstnError(f"the retrieval prior's memory is inconsistent: {problem}")
 
     @torch.no_grad()
     def forward(self, images: Tensor, *, exclude_objects: Tensor | None = None) -> Tensor:
@@ -139,6 +167,9 @@ class RetrievalPrior(nn.Module):
                 "the retrieval prior holds no training views: fit it on the training split "
                 "(training does) or load a checkpoint trained with it"
             )
+        if not self._checked:
+            self.check_memory()
+            self._checked = True
         queries = embed(images).to(self.embeddings.device)
         groups = exclude = None
         if exclude_objects is not None:

@@ -24,6 +24,7 @@ from pointstn.data.dataset import PreparedDataset
 from pointstn.engine.checkpoint import load_checkpoint
 from pointstn.engine.distributed import TIMEOUT_VARIABLE, is_communication_error, timeout_from_environment
 from pointstn.errors import PointstnError
+from pointstn.models.retrieval_prior import RetrievalPrior
 from tests.engine.test_trainer import REPO, SMOKE, history, smoke_overrides, train_cli
 
 WORLD = 2
@@ -95,7 +96,8 @@ trainer.build_model, trainer.reconstruction_loss = build_model, loss
 code = main(["train", *argv])
 torch.save(models[0].state_dict(), os.path.join(record_dir, f"model{rank}.pt"))
 with open(os.path.join(record_dir, f"rank{rank}.json"), "w") as f:
-    json.dump({"code": code, "writes": sorted(writes), "items": items}, f)
+    json.dump({"code": code, "writes": sorted(writes), "items": items,
+               "not_broadcast": sorted(getattr(models[0], "_ddp_params_and_buffers_to_ignore", []))}, f)
 sys.exit(code)
 """
 
@@ -200,6 +202,33 @@ def test_torchrun_two_processes_equal_the_single_process_run(tiny_dataset, tmp_p
     single_weights = load_checkpoint(single_dir / "last.pt").model_state
     for key, value in saved.model_state.items():
         torch.testing.assert_close(value, single_weights[key], rtol=0, atol=DDP_WEIGHT_ATOL, msg=key)
+
+
+def test_torchrun_with_the_retrieval_prior_keeps_one_memory_on_every_rank(tiny_dataset, tmp_path):
+    """The prior's memory is excluded from DDP's buffer broadcast: every rank fits the same one from the
+    train split, the ranks end with equal weights and memory, and last.pt holds them."""
+    run_dir = tmp_path / "ddp"
+    script = tmp_path / "launcher.py"
+    script.write_text(LAUNCHER)
+    (tmp_path / "records").mkdir()
+    overrides = smoke_overrides(tiny_dataset, "model.decoder.kind=sparse", "model.retrieval_prior.enabled=true",
+                                "model.retrieval_prior.points=64", "train.max_steps=2")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_addr",
+               "127.0.0.1", "--master_port", str(free_port()), str(script), str(tmp_path / "records"), str(run_dir),
+               str(SMOKE), *overrides, "--out", str(run_dir), "--no-progress"]
+    done = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True, text=True,
+                          timeout=WAIT_S, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    weights = [torch.load(tmp_path / "records" / f"model{r}.pt", weights_only=True) for r in range(WORLD)]
+    saved = load_checkpoint(run_dir / "last.pt").model_state
+    memory = sorted(k for k in saved if k.startswith("retrieval_prior."))
+    assert all(record(tmp_path, r)["not_broadcast"] == memory for r in range(WORLD))  # ~90 MB at full scale
+    fresh = RetrievalPrior(points=64).fit(PreparedDataset(tiny_dataset, split="train", num_points=64)).state_dict()
+    assert sorted(f"retrieval_prior.{name}" for name in fresh) == memory
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]) and torch.equal(value, saved[key]), key
+    for name, value in fresh.items():
+        assert torch.equal(saved[f"retrieval_prior.{name}"], value), name
 
 
 # --- a dead or hung worker -------------------------------------------------------------------------------

@@ -146,3 +146,21 @@ def test_a_checkpoint_carries_the_memory_and_rebuilds_the_model_alone(fitted, ba
     other = build_model(smoke("model.retrieval_prior.points=32"))
     with pytest.raises(CheckpointError, match="shape mismatch: retrieval_prior.clouds"):
         load_model_state(other, load_checkpoint(tmp_path / "best.pt"))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda m: setattr(m, "view_objects", m.view_objects[:-1]), "disagree on the number of views"),
+        (lambda m: m.view_objects.fill_(99), "outside its 3 clouds"),
+        (lambda m: setattr(m, "embeddings", m.embeddings[:, :10]), "10 dimensions"),
+        (lambda m: m.clouds.view(-1)[0].fill_(float("nan")), "NaN or inf"),
+    ],
+)
+def test_an_inconsistent_memory_from_a_checkpoint_is_a_clear_error(fitted, batch, damage, message):
+    memory = RetrievalPrior(points=POINTS)
+    memory.adopt_shapes(fitted.state_dict())
+    memory.load_state_dict(fitted.state_dict())
+    damage(memory)
+    with pytest.raises(PointstnError, match=message):
+        memory(batch.image[:1])
