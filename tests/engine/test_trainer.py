@@ -283,6 +283,19 @@ class AbruptDeath(BaseException):
     log handler), so the run folder is left exactly as a SIGKILL at that instant would leave it."""
 
 
+def loss_that_dies_at_call(call: int):
+    """trainer.reconstruction_loss that raises AbruptDeath at its `call`-th call (during that step)."""
+    original, calls = trainer.reconstruction_loss, []
+
+    def loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise AbruptDeath
+        return original(*args, **kwargs)
+
+    return loss
+
+
 def assert_resume_completes_like(run_a: Path, run_b: Path, overrides: list[str]) -> None:
     """`--resume` of the killed run B finishes, logs every step exactly once, and ends like run A."""
     resumed = train_cli(run_b, overrides, "--resume")
@@ -298,15 +311,8 @@ def test_resume_after_an_abrupt_death_drops_the_history_past_the_checkpoint_and_
     """Run B (psgn baseline) dies during step 5: last.pt is at step 3 but history.json already holds step 4.
     The resumed run forgets step 4, redoes it, and ends exactly like the uninterrupted run A."""
     run_a, _ = smoke_runs("none")
-    original, calls = trainer.reconstruction_loss, []
-
-    def loss_then_die_at_step_5(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:
-            raise AbruptDeath
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "reconstruction_loss", loss_then_die_at_step_5)
+    original = trainer.reconstruction_loss
+    monkeypatch.setattr(trainer, "reconstruction_loss", loss_that_dies_at_call(5))
     run_b = tmp_path / "run"
     overrides = smoke_overrides(tiny_dataset, "model.decoder.kind=none")
     with pytest.raises(AbruptDeath):
@@ -364,15 +370,8 @@ def test_the_retrieval_prior_trains_leaving_each_sample_s_object_out_and_resumes
     for name, value in fresh.state_dict().items():
         assert torch.equal(stored[f"retrieval_prior.{name}"], value), name
 
-    original, steps = trainer.reconstruction_loss, []
-
-    def loss_then_die_at_step_5(*args, **kwargs):
-        steps.append(1)
-        if len(steps) == 5:
-            raise AbruptDeath
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "reconstruction_loss", loss_then_die_at_step_5)
+    original = trainer.reconstruction_loss
+    monkeypatch.setattr(trainer, "reconstruction_loss", loss_that_dies_at_call(5))
     run_b = tmp_path / "b"
     with pytest.raises(AbruptDeath):
         train_cli(run_b, overrides)
