@@ -10,6 +10,10 @@ where hidden sides must be grown and false surfaces pruned -- has no image evide
 the centres of a g x g x g grid over the normalized cube join the coarse points as query points: the
 sampler lifts image features to every region (through T, so a region's features say whether it
 projects onto the object), and the decoder's occupancy heads can carve with them.
+
+Retrieval prior (`retrieval_prior`, optional): the nearest training view's object cloud, posed as that
+view saw it, joins the decoder's query points too, one per finest voxel it occupies, with extra input
+channels (`pointstn.models.retrieval_prior`).
 """
 
 from __future__ import annotations
