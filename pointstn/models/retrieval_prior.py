@@ -59,11 +59,10 @@ def prior_queries(points: Tensor, *, resolution: int) -> tuple[Tensor, Tensor]:
     voxels = voxelize(points, points, resolution=resolution)
     means = voxels.features
     offsets = (means - voxel_centers(voxels.coords, resolution=resolution, dtype=means.dtype)) * resolution
-    rows = torch.cat((means, torch.ones_like(means[:, :1]), offsets), dim=1)
-    padded, lengths = packed_to_padded(rows, voxels.coords[:, 0], points.shape[0])
-    valid = torch.arange(padded.shape[1], device=padded.device)[None, :] < lengths[:, None]
-    queries = torch.where(valid[..., None], padded[..., :3], torch.full_like(padded[..., :3], OUTSIDE))
-    return queries, padded[..., 3:]
+    samples, batch = voxels.coords[:, 0], points.shape[0]
+    queries, _ = packed_to_padded(means, samples, batch, pad_value=OUTSIDE)
+    channels, _ = packed_to_padded(torch.cat((torch.ones_like(means[:, :1]), offsets), dim=1), samples, batch)
+    return queries, channels
 
 
 class RetrievalPrior(nn.Module):
@@ -133,9 +132,8 @@ class RetrievalPrior(nn.Module):
                 setattr(self, name, torch.zeros(state[name].shape, dtype=mine.dtype, device=mine.device))
 
     def check_memory(self) -> None:
-        """Raise PointstnError unless the buffers describe one consistent memory (a checkpoint's may not)."""
-        from pointstn.baselines.embedding import silhouette_embedding
-
+        """Raise PointstnError unless the buffers describe one consistent memory (a checkpoint's may not);
+        the embedding's size is checked against the queries' in `forward`."""
         views, objects = self.embeddings.shape[0], self.clouds.shape[0]
         shapes_agree = (
             self.embeddings.ndim == 2
@@ -147,8 +145,6 @@ class RetrievalPrior(nn.Module):
         problem = None
         if not shapes_agree:
             problem = "its buffers disagree on the number of views or objects"
-        elif self.embeddings.shape[1] != silhouette_embedding(torch.zeros(1, 3, 16, 16)).shape[1]:
-            problem = f"its embeddings have {self.embeddings.shape[1]} dimensions, not the silhouette embedding's"
         elif views and (int(self.view_objects.min()) < 0 or int(self.view_objects.max()) >= objects):
             problem = f"a view names an object outside its {objects} clouds"
         elif not all(torch.isfinite(t).all() for t in (self.embeddings, self.rotations, self.translations, self.clouds)):
@@ -172,6 +168,9 @@ class RetrievalPrior(nn.Module):
             self.check_memory()
             self._checked = True
         queries = embed(images).to(self.embeddings.device)
+        if queries.shape[1] != self.embeddings.shape[1]:
+            raise PointstnError(f"the retrieval prior's memory is inconsistent: its embeddings have "
+                                f"{self.embeddings.shape[1]} dimensions, the images' {queries.shape[1]}")
         groups = exclude = None
         if exclude_objects is not None:
             groups = self.object_indices[self.view_objects]

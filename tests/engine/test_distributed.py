@@ -112,11 +112,13 @@ def ddp_overrides(root: Path) -> list[str]:
     return smoke_overrides(root, "model.decoder.kind=none", f"train.max_steps={STEPS}")
 
 
-def launcher_command(tmp_path: Path, run_dir: Path, root: Path) -> list[str]:
+def launcher_command(tmp_path: Path, run_dir: Path, root: Path, overrides: list[str] | None = None) -> list[str]:
+    """The launcher's argv for a run of the smoke config (`overrides`, default `ddp_overrides(root)`)."""
     script = tmp_path / "launcher.py"
     script.write_text(LAUNCHER)
     (tmp_path / "records").mkdir()
-    return [str(script), str(tmp_path / "records"), str(run_dir), str(SMOKE), *ddp_overrides(root), "--out",
+    overrides = ddp_overrides(root) if overrides is None else overrides
+    return [str(script), str(tmp_path / "records"), str(run_dir), str(SMOKE), *overrides, "--out",
             str(run_dir), "--no-progress"]
 
 
@@ -208,14 +210,11 @@ def test_torchrun_with_the_retrieval_prior_keeps_one_memory_on_every_rank(tiny_d
     """The prior's memory is excluded from DDP's buffer broadcast: every rank fits the same one from the
     train split, the ranks end with equal weights and memory, and last.pt holds them."""
     run_dir = tmp_path / "ddp"
-    script = tmp_path / "launcher.py"
-    script.write_text(LAUNCHER)
-    (tmp_path / "records").mkdir()
     overrides = smoke_overrides(tiny_dataset, "model.decoder.kind=sparse", "model.retrieval_prior.enabled=true",
                                 "model.retrieval_prior.points=64", "train.max_steps=2")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_addr",
-               "127.0.0.1", "--master_port", str(free_port()), str(script), str(tmp_path / "records"), str(run_dir),
-               str(SMOKE), *overrides, "--out", str(run_dir), "--no-progress"]
+               "127.0.0.1", "--master_port", str(free_port()),
+               *launcher_command(tmp_path, run_dir, tiny_dataset, overrides)]
     done = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True, text=True,
                           timeout=WAIT_S, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
